@@ -54,7 +54,10 @@ impl CgroupManager {
     /// point, normally `/sys/fs/cgroup`.
     pub fn new(root: &Path, cgroups_path: &Path) -> Result<Self, CgroupError> {
         let _ = root;
-        Ok(Self { mode: CgroupMode::V2, relative_path: cgroups_path.to_path_buf() })
+        Ok(Self {
+            mode: CgroupMode::V2,
+            relative_path: cgroups_path.to_path_buf(),
+        })
     }
     pub fn mode(&self) -> CgroupMode {
         self.mode
