@@ -1,15 +1,25 @@
 //! Container lifecycle. [`Runtime`] is a state root (runc's `--root`); each
 //! operation on a [`Container`] lives in a file of its own.
 
+mod create;
+mod exec;
+mod init;
+mod lifecycle;
+
 use std::path::{Path, PathBuf};
 
-use nix::sys::signal::Signal;
 use nix::unistd::Pid;
-use oci_spec::runtime::{LinuxResources, Process};
 
-use crate::cgroups::Stats;
+use crate::cgroups::CgroupManager;
 use crate::error::RuntimeError;
 use crate::state::{ContainerState, Status};
+
+pub use exec::ExecOutcome;
+
+/// Where the host's cgroup hierarchies are mounted.
+pub(crate) const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+/// The fifo a created container's init waits on until `start`.
+pub(crate) const EXEC_FIFO: &str = "exec.fifo";
 
 /// Options of `create` and `run`.
 #[derive(Debug, Clone, Default)]
@@ -47,6 +57,19 @@ pub struct Container {
     dir: PathBuf,
 }
 
+/// Container ids become directory and cgroup names: keep them boring.
+pub fn validate_id(id: &str) -> Result<(), RuntimeError> {
+    let mut chars = id.chars();
+    let ok = id.len() <= 1024
+        && chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(RuntimeError::InvalidId(id.to_string()))
+    }
+}
+
 impl Runtime {
     pub fn new(root: impl Into<PathBuf>, systemd_cgroup: bool) -> Self {
         Self {
@@ -54,24 +77,40 @@ impl Runtime {
             systemd_cgroup,
         }
     }
+
     pub fn root(&self) -> &Path {
         &self.root
     }
+
     pub fn systemd_cgroup(&self) -> bool {
         self.systemd_cgroup
     }
-    /// Creates the container: namespaces, cgroup, rootfs, hooks up to
-    /// createContainer; the user process waits for `start`.
-    pub fn create(&self, _id: &str, _opts: &CreateOptions) -> Result<Container, RuntimeError> {
-        unimplemented!()
-    }
+
     /// Loads a container by id, with its status refreshed from the kernel.
-    pub fn load(&self, _id: &str) -> Result<Container, RuntimeError> {
-        unimplemented!()
+    pub fn load(&self, id: &str) -> Result<Container, RuntimeError> {
+        validate_id(id)?;
+        let dir = self.root.join(id);
+        let state = ContainerState::load(&dir, id)?;
+        let mut container = Container { state, dir };
+        container.refresh();
+        Ok(container)
     }
-    /// All containers under the root, sorted by id.
+
+    /// All containers under the root, sorted by id. Directories without a
+    /// readable state (a create that was killed half-way) are skipped.
     pub fn list(&self) -> Result<Vec<Container>, RuntimeError> {
-        unimplemented!()
+        let entries = match std::fs::read_dir(&self.root) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(RuntimeError::io(format!("listing {}", self.root.display()))(e)),
+        };
+        let mut containers: Vec<Container> = entries
+            .filter_map(Result::ok)
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter_map(|id| self.load(&id).ok())
+            .collect();
+        containers.sort_by(|a, b| a.id().cmp(b.id()));
+        Ok(containers)
     }
 }
 
@@ -79,63 +118,103 @@ impl Container {
     pub fn id(&self) -> &str {
         &self.state.id
     }
+
     pub fn state(&self) -> &ContainerState {
         &self.state
     }
+
     pub fn status(&self) -> Status {
         self.state.status
     }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }
-    /// Lets the user process run (poststart hooks follow).
-    pub fn start(&mut self) -> Result<(), RuntimeError> {
-        unimplemented!()
+
+    pub(crate) fn cgroup(&self) -> Result<CgroupManager, RuntimeError> {
+        Ok(CgroupManager::new(
+            Path::new(CGROUP_ROOT),
+            &self.state.cgroup_path,
+        )?)
     }
-    /// Sends `signal` to the init process, or to every process when `all`.
-    pub fn kill(&self, _signal: Signal, _all: bool) -> Result<(), RuntimeError> {
-        unimplemented!()
+
+    /// Whether the recorded init process is still ours and not a zombie.
+    fn init_alive(&self) -> bool {
+        if self.state.pid <= 0 {
+            return false;
+        }
+        match read_stat(self.state.pid) {
+            Some((state, start)) => {
+                state != 'Z'
+                    && state != 'X'
+                    && (self.state.pid_start_time == 0 || start == self.state.pid_start_time)
+            }
+            None => false,
+        }
     }
-    /// Removes a stopped (or, with `force`, any) container: processes, cgroup,
-    /// state; then runs poststop hooks.
-    pub fn delete(self, _force: bool) -> Result<(), RuntimeError> {
-        unimplemented!()
+
+    /// Derives the status from the kernel: the init's liveness, the exec
+    /// fifo (present until `start`) and the freezer.
+    fn refresh(&mut self) {
+        if self.state.status == Status::Stopped {
+            return;
+        }
+        self.state.status = if !self.init_alive() {
+            Status::Stopped
+        } else if self.dir.join(EXEC_FIFO).exists() {
+            Status::Created
+        } else if self
+            .cgroup()
+            .and_then(|c| Ok(c.freezer_state()?))
+            .is_ok_and(|s| s == crate::cgroups::FreezerState::Frozen)
+        {
+            Status::Paused
+        } else {
+            Status::Running
+        };
     }
-    pub fn pause(&mut self) -> Result<(), RuntimeError> {
-        unimplemented!()
-    }
-    pub fn resume(&mut self) -> Result<(), RuntimeError> {
-        unimplemented!()
-    }
-    /// Pids (host view) of every process in the container.
-    pub fn processes(&self) -> Result<Vec<Pid>, RuntimeError> {
-        unimplemented!()
-    }
-    pub fn update(&self, _resources: &LinuxResources) -> Result<(), RuntimeError> {
-        unimplemented!()
-    }
-    pub fn stats(&self) -> Result<Stats, RuntimeError> {
-        unimplemented!()
-    }
-    /// Runs `process` inside the running container. Returns the new
-    /// process's host pid when detached, else waits and returns its exit code.
-    pub fn exec(
-        &self,
-        _process: &Process,
-        _opts: &ExecOptions,
-    ) -> Result<ExecOutcome, RuntimeError> {
-        unimplemented!()
-    }
-    /// Waits for the init process to exit (the caller must be its parent or
-    /// subreaper) and returns the exit code as a shell reports it (128+signal).
-    pub fn wait(&self) -> Result<i32, RuntimeError> {
-        unimplemented!()
+
+    /// The init's pid, if it still runs.
+    pub fn pid(&self) -> Option<Pid> {
+        (self.state.status != Status::Stopped).then(|| Pid::from_raw(self.state.pid))
     }
 }
 
-/// What `exec` returns.
-#[derive(Debug, Clone, Copy)]
-pub enum ExecOutcome {
-    Detached(Pid),
-    Exited(i32),
+/// Field 3 (state) and field 22 (start time) of `/proc/<pid>/stat`.
+fn read_stat(pid: i32) -> Option<(char, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses: split after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split(' ');
+    let state = fields.next()?.chars().next()?;
+    let start = fields.nth(18)?.parse().ok()?;
+    Some((state, start))
+}
+
+/// Start time of a process, to tell it from a later process with a reused pid.
+pub(crate) fn process_start_time(pid: i32) -> Option<u64> {
+    read_stat(pid).map(|(_, start)| start)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids() {
+        assert!(validate_id("abc-1.2_3").is_ok());
+        assert!(validate_id("").is_err());
+        assert!(validate_id("../x").is_err());
+        assert!(validate_id("-x").is_err());
+        assert!(validate_id("a/b").is_err());
+        assert!(validate_id(&"a".repeat(1025)).is_err());
+    }
+
+    #[test]
+    fn stat_of_self() {
+        let pid = std::process::id() as i32;
+        let (state, start) = read_stat(pid).expect("own stat");
+        assert!(state != 'Z' && state != 'X', "{state}");
+        assert!(start > 0);
+    }
 }

@@ -1,0 +1,391 @@
+//! `create`: the runtime (parent) side.
+//!
+//! Process layout, chosen so that a new pid or time namespace applies to the
+//! container's first process and so that user-namespace maps can be written
+//! by a privileged parent:
+//!
+//! ```text
+//! runtime (parent) ──fork──▶ intermediate ──fork──▶ init (pid 1 of the container)
+//!     writes uid/gid maps      joins cgroup,            mounts, pivot_root,
+//!     runs createRuntime       namespaces, rlimits      drops privileges,
+//!     hooks, records state     then exits               waits for `start`
+//! ```
+//!
+//! Everything that can be checked is checked before the first fork. On any
+//! failure the parent kills what it forked and removes the cgroup and the
+//! state directory; mounts live in the container's mount namespace and
+//! vanish with it.
+
+use std::fs;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::OFlag;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::stat::Mode;
+use nix::sys::wait::waitpid;
+use nix::unistd::{fork, ForkResult, Pid};
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+
+use super::init::{run_init, InitContext};
+use super::{validate_id, Container, CreateOptions, Runtime, EXEC_FIFO};
+use crate::cgroups::{self, CgroupManager};
+use crate::error::RuntimeError;
+use crate::hooks::{self, HookState};
+use crate::namespaces::{self, NamespacePlan};
+use crate::process;
+use crate::seccomp;
+use crate::spec::Bundle;
+use crate::state::{self, ContainerState, Status};
+use crate::sync::{self, Message, SyncSocket};
+
+const OCI_VERSION: &str = "1.2.0";
+
+impl Runtime {
+    /// Creates the container: namespaces, cgroup, rootfs, hooks up to
+    /// createContainer; the user process waits for `start`.
+    pub fn create(&self, id: &str, opts: &CreateOptions) -> Result<Container, RuntimeError> {
+        validate_id(id)?;
+        let bundle = Bundle::load(&opts.bundle)?;
+        let process = bundle.process();
+        let terminal = process.terminal().unwrap_or(false);
+        match (terminal, &opts.console_socket) {
+            (true, None) => return Err(RuntimeError::ConsoleSocketRequired),
+            (false, Some(_)) => return Err(RuntimeError::ConsoleSocketUnused),
+            _ => {}
+        }
+        let linux = bundle
+            .spec
+            .linux()
+            .as_ref()
+            .ok_or_else(|| RuntimeError::Child("config.json: \"linux\" is missing".into()))?;
+        let plan = NamespacePlan::from_spec(linux.namespaces().as_deref().unwrap_or_default())?;
+        let seccomp = linux.seccomp().as_ref().map(seccomp::compile).transpose()?;
+        let cgroup_root = Path::new(super::CGROUP_ROOT);
+        let cgroup_mode = cgroups::detect_mode(cgroup_root)?;
+        crate::rootfs::validate(&bundle.spec, &bundle.rootfs)?;
+        let console = opts
+            .console_socket
+            .as_deref()
+            .map(crate::console::connect)
+            .transpose()?;
+
+        let dir = self.root.join(id);
+        self.make_container_dir(id, &dir)?;
+        let mut guard = CreateGuard {
+            dir: dir.clone(),
+            cgroup: None,
+            children: Vec::new(),
+        };
+
+        let cgroup_path = cgroup_path_for(&bundle.spec, id);
+        let cgroup = CgroupManager::new(cgroup_root, &cgroup_path)?;
+        cgroup.create()?;
+        guard.cgroup = Some(cgroup.clone());
+        if let Some(resources) = linux.resources() {
+            cgroup.apply(resources)?;
+        }
+
+        let fifo_path = dir.join(EXEC_FIFO);
+        nix::unistd::mkfifo(&fifo_path, Mode::from_bits_truncate(0o600)).map_err(
+            RuntimeError::sys(format!("creating {}", fifo_path.display())),
+        )?;
+        // Opened read-write so the init can wait on it without a writer;
+        // `start` writes one byte to let it go.
+        let fifo: OwnedFd =
+            nix::fcntl::open(&fifo_path, OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty()).map_err(
+                RuntimeError::sys(format!("opening {}", fifo_path.display())),
+            )?;
+
+        let (parent_sock, child_sock) = sync::pair()?;
+        let ctx = InitContext {
+            id,
+            bundle: &bundle,
+            plan: &plan,
+            cgroup: &cgroup,
+            cgroup_mode,
+            seccomp: seccomp.as_ref(),
+            console: console.as_ref(),
+            fifo: &fifo,
+            sync: &child_sock,
+            no_pivot: opts.no_pivot,
+            no_new_keyring: opts.no_new_keyring,
+            preserve_fds: opts.preserve_fds,
+        };
+        // SAFETY: berth-runc is single-threaded here, so the child may run
+        // arbitrary code after fork.
+        let intermediate =
+            match unsafe { fork() }.map_err(RuntimeError::sys("forking the container process"))? {
+                ForkResult::Child => {
+                    drop(parent_sock);
+                    run_intermediate(&ctx)
+                }
+                ForkResult::Parent { child } => child,
+            };
+        drop(child_sock);
+        drop(fifo);
+        drop(console);
+        guard.children.push(intermediate);
+
+        let init_pid = drive_setup(&parent_sock, intermediate, &bundle, id, linux, &mut guard)?;
+
+        let state = ContainerState {
+            id: id.to_string(),
+            status: Status::Created,
+            pid: init_pid.as_raw(),
+            pid_start_time: super::process_start_time(init_pid.as_raw()).unwrap_or(0),
+            bundle: bundle.path.clone(),
+            rootfs: bundle.rootfs.clone(),
+            created: state::now_rfc3339(),
+            owner: owner_name(),
+            annotations: bundle.spec.annotations().clone().unwrap_or_default(),
+            cgroup_path,
+            spec: bundle.spec.clone(),
+        };
+        state.save(&dir)?;
+        if let Some(pid_file) = &opts.pid_file {
+            write_pid_file(pid_file, init_pid.as_raw())?;
+        }
+        guard.disarm();
+        Ok(Container { state, dir })
+    }
+
+    fn make_container_dir(&self, id: &str, dir: &Path) -> Result<(), RuntimeError> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(&self.root)
+            .map_err(RuntimeError::io(format!(
+                "creating state root {}",
+                self.root.display()
+            )))?;
+        match fs::DirBuilder::new().mode(0o711).create(dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                Err(RuntimeError::AlreadyExists(id.to_string()))
+            }
+            Err(e) => Err(RuntimeError::io(format!("creating {}", dir.display()))(e)),
+        }
+    }
+}
+
+/// Talks the child processes through setup; returns the init's host pid.
+fn drive_setup(
+    sock: &SyncSocket,
+    intermediate: Pid,
+    bundle: &Bundle,
+    id: &str,
+    linux: &oci_spec::runtime::Linux,
+    guard: &mut CreateGuard,
+) -> Result<Pid, RuntimeError> {
+    let mut init_pid = None;
+    loop {
+        let message = match sock.receive() {
+            Ok(m) => m,
+            Err(sync::SyncError::Closed) => {
+                return Err(RuntimeError::Child(
+                    "the container's init process exited during setup".into(),
+                ))
+            }
+            Err(sync::SyncError::Remote(text)) => return Err(RuntimeError::Child(text)),
+            Err(e) => return Err(e.into()),
+        };
+        match message {
+            Message::UsernsCreated => {
+                write_id_maps(intermediate, linux)?;
+                sock.send(&Message::UsernsMapped)?;
+            }
+            Message::Pid(pid) => {
+                let pid = Pid::from_raw(pid);
+                guard.children.push(pid);
+                init_pid = Some(pid);
+                // The intermediate exits right after sending the pid.
+                let _ = waitpid(intermediate, None);
+                guard.children.retain(|p| *p != intermediate);
+            }
+            Message::RunCreateRuntimeHooks => {
+                if let Some(hooks_cfg) = bundle.spec.hooks() {
+                    let state = HookState {
+                        oci_version: OCI_VERSION,
+                        id,
+                        status: "creating",
+                        pid: init_pid.map(|p| p.as_raw()),
+                        bundle: &bundle.path,
+                        annotations: bundle.spec.annotations().as_ref(),
+                    };
+                    hooks::run_all(
+                        "prestart",
+                        hooks_cfg.prestart().as_deref().unwrap_or_default(),
+                        &state,
+                    )?;
+                    hooks::run_all(
+                        "createRuntime",
+                        hooks_cfg.create_runtime().as_deref().unwrap_or_default(),
+                        &state,
+                    )?;
+                }
+                sock.send(&Message::CreateRuntimeHooksDone)?;
+            }
+            Message::Ready => {
+                return init_pid.ok_or_else(|| {
+                    RuntimeError::Child("init reported ready before its pid was known".into())
+                })
+            }
+            other => {
+                return Err(RuntimeError::Child(format!(
+                    "unexpected message during setup: {other:?}"
+                )))
+            }
+        }
+    }
+}
+
+fn write_id_maps(pid: Pid, linux: &oci_spec::runtime::Linux) -> Result<(), RuntimeError> {
+    let format = |maps: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| {
+        maps.as_deref()
+            .unwrap_or_default()
+            .iter()
+            .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
+            .collect::<String>()
+    };
+    for (file, content) in [
+        ("uid_map", format(linux.uid_mappings())),
+        ("gid_map", format(linux.gid_mappings())),
+    ] {
+        let path = format!("/proc/{pid}/{file}");
+        fs::write(&path, content.as_bytes()).map_err(RuntimeError::io(format!(
+            "writing {path} ({})",
+            content.trim()
+        )))?;
+    }
+    Ok(())
+}
+
+/// The intermediate process: enters the cgroup and namespaces, forks the
+/// init, reports its pid and exits. Never returns.
+fn run_intermediate(ctx: &InitContext<'_>) -> ! {
+    let result = intermediate_steps(ctx);
+    let code = match result {
+        Ok(()) => 0,
+        Err(e) => {
+            let _ = ctx.sync.send(&Message::Error(e.to_string()));
+            1
+        }
+    };
+    // SAFETY: _exit ends the forked child without running the parent's
+    // atexit handlers or destructors.
+    unsafe { libc::_exit(code) }
+}
+
+fn intermediate_steps(ctx: &InitContext<'_>) -> Result<(), RuntimeError> {
+    ctx.cgroup.add_task(nix::unistd::getpid())?;
+    process::apply_resource_limits(ctx.bundle.process())?;
+    ctx.plan.join_where(|k| k == LinuxNamespaceType::User)?;
+    if ctx.plan.new_user {
+        namespaces::unshare_user()?;
+        ctx.sync.send(&Message::UsernsCreated)?;
+        ctx.sync.expect(&Message::UsernsMapped, "UsernsMapped")?;
+    }
+    if ctx.plan.new_user || ctx.plan.joins(LinuxNamespaceType::User) {
+        process::become_namespace_root()?;
+    }
+    ctx.plan.join_where(|k| k != LinuxNamespaceType::User)?;
+    ctx.plan.unshare_new()?;
+    if ctx.plan.creates(LinuxNamespaceType::Time) {
+        write_time_offsets(ctx.bundle)?;
+    }
+    // SAFETY: single-threaded child; the grandchild runs init code only.
+    match unsafe { fork() }.map_err(RuntimeError::sys("forking the container init"))? {
+        ForkResult::Child => run_init(ctx),
+        ForkResult::Parent { child } => ctx.sync.send(&Message::Pid(child.as_raw()))?,
+    }
+    Ok(())
+}
+
+fn write_time_offsets(bundle: &Bundle) -> Result<(), RuntimeError> {
+    let offsets = bundle
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.time_offsets().clone())
+        .unwrap_or_default();
+    let mut content = String::new();
+    for (clock, offset) in &offsets {
+        if clock != "monotonic" && clock != "boottime" {
+            return Err(RuntimeError::Child(format!(
+                "config.json: unknown clock {clock:?} in timeOffsets (monotonic or boottime)"
+            )));
+        }
+        content.push_str(&format!(
+            "{clock} {} {}\n",
+            offset.secs().unwrap_or(0),
+            offset.nanosecs().unwrap_or(0)
+        ));
+    }
+    if content.is_empty() {
+        return Ok(());
+    }
+    fs::write("/proc/self/timens_offsets", content)
+        .map_err(RuntimeError::io("writing /proc/self/timens_offsets"))
+}
+
+/// The cgroup path for a container: the spec's, or `/berth/<id>`.
+pub(crate) fn cgroup_path_for(spec: &Spec, id: &str) -> PathBuf {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.cgroups_path().clone())
+        .unwrap_or_else(|| PathBuf::from(format!("/berth/{id}")))
+}
+
+fn owner_name() -> String {
+    let uid = nix::unistd::geteuid();
+    nix::unistd::User::from_uid(uid)
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| uid.to_string())
+}
+
+/// Writes the pid file atomically, as containerd reads it right after create.
+pub(crate) fn write_pid_file(path: &Path, pid: i32) -> Result<(), RuntimeError> {
+    let tmp = path.with_extension("berth-tmp");
+    fs::write(&tmp, pid.to_string())
+        .and_then(|()| fs::rename(&tmp, path))
+        .map_err(RuntimeError::io(format!(
+            "writing pid file {}",
+            path.display()
+        )))
+}
+
+/// Undoes a half-made container unless disarmed.
+struct CreateGuard {
+    dir: PathBuf,
+    cgroup: Option<CgroupManager>,
+    children: Vec<Pid>,
+}
+
+impl CreateGuard {
+    fn disarm(&mut self) {
+        self.cgroup = None;
+        self.children.clear();
+        self.dir = PathBuf::new();
+    }
+}
+
+impl Drop for CreateGuard {
+    fn drop(&mut self) {
+        if self.dir.as_os_str().is_empty() {
+            return;
+        }
+        for pid in &self.children {
+            let _ = kill(*pid, Signal::SIGKILL);
+            let _ = waitpid(*pid, None);
+        }
+        if let Some(cgroup) = &self.cgroup {
+            let _ = cgroup.kill_all(Signal::SIGKILL);
+            let _ = cgroup.remove();
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
