@@ -127,13 +127,12 @@ pub fn become_namespace_root() -> Result<(), ProcessError> {
 
 /// Everything after the namespaces and root filesystem are in place:
 /// security labels, no_new_privileges, seccomp, user, capabilities, umask
-/// and working directory. `seccomp_now` loads the filter here (needed when
-/// no_new_privileges is off, since loading then takes CAP_SYS_ADMIN); else
-/// the caller loads it right before `execve`.
+/// and working directory. Returns the seccomp notify fd if the filter was
+/// loaded here and uses one; see [`seccomp_deferred`] for when it is not.
 pub fn drop_privileges(
     process: &Process,
     seccomp: Option<&SeccompFilter>,
-) -> Result<(), ProcessError> {
+) -> Result<Option<std::os::fd::OwnedFd>, ProcessError> {
     if let Some(profile) = process.apparmor_profile().as_deref() {
         if !profile.is_empty() {
             lsm::apply_apparmor(profile)?;
@@ -151,8 +150,12 @@ pub fn drop_privileges(
             return Err(ProcessError::NoNewPrivileges(nix::Error::last()));
         }
     }
-    if let (Some(filter), false) = (seccomp, no_new_privs) {
-        filter.load()?;
+    // Without no_new_privileges loading needs CAP_SYS_ADMIN, so it happens
+    // before capabilities are dropped. A notify filter is loaded here too,
+    // so its fd can be handed to the runtime before the process is released.
+    let mut notify_fd = None;
+    if let Some(filter) = seccomp.filter(|f| !no_new_privs || f.uses_notify()) {
+        notify_fd = filter.load()?;
     }
     if let Some(caps) = process.capabilities() {
         capabilities::drop_bounding(caps)?;
@@ -169,7 +172,14 @@ pub fn drop_privileges(
         path: cwd.clone(),
         source,
     })?;
-    Ok(())
+    Ok(notify_fd)
+}
+
+/// Whether the filter is still to be loaded right before execve (the
+/// no_new_privileges case, which needs no privilege and blocks the fewest
+/// of the runtime's own syscalls).
+pub fn seccomp_deferred(process: &Process, seccomp: Option<&SeccompFilter>) -> bool {
+    seccomp.is_some_and(|f| process.no_new_privileges().unwrap_or(false) && !f.uses_notify())
 }
 
 fn switch_user(process: &Process) -> Result<(), ProcessError> {

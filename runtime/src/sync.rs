@@ -4,9 +4,13 @@
 //! is one JSON packet. When every child has exited without a final message
 //! the parent reads end-of-file and reports that instead of hanging.
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+use nix::sys::socket::{
+    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
+    SockFlag, SockType,
+};
 use serde::{Deserialize, Serialize};
 
 /// Everything that crosses the channel, in either direction.
@@ -24,6 +28,8 @@ pub enum Message {
     CreateRuntimeHooksDone,
     /// Child: set up and waiting for `start` (or, for exec, about to execve).
     Ready,
+    /// Child: the seccomp notify fd rides along this message.
+    SeccompFd,
     /// Either side: something failed; the text names what.
     Error(String),
 }
@@ -69,7 +75,19 @@ pub fn pair() -> Result<(SyncSocket, SyncSocket), SyncError> {
 
 impl SyncSocket {
     pub fn send(&self, message: &Message) -> Result<(), SyncError> {
-        // Serialising an enum of plain strings and integers cannot fail.
+        // Keep every packet within the receiver's buffer.
+        let truncated;
+        let message = match message {
+            Message::Error(text) if text.len() > 4000 => {
+                let mut end = 4000;
+                while !text.is_char_boundary(end) {
+                    end -= 1;
+                }
+                truncated = Message::Error(format!("{}…", &text[..end]));
+                &truncated
+            }
+            other => other,
+        };
         let bytes = serde_json::to_vec(message).map_err(SyncError::Malformed)?;
         loop {
             match nix::unistd::write(self.fd.as_fd(), &bytes) {
@@ -85,12 +103,53 @@ impl SyncSocket {
         }
     }
 
+    /// Sends `message` with `fd` attached (`SCM_RIGHTS`).
+    pub fn send_with_fd(&self, message: &Message, fd: &OwnedFd) -> Result<(), SyncError> {
+        let bytes = serde_json::to_vec(message).map_err(SyncError::Malformed)?;
+        let fds = [fd.as_raw_fd()];
+        let iov = [IoSlice::new(&bytes)];
+        let cmsg = [ControlMessage::ScmRights(&fds)];
+        loop {
+            match sendmsg::<()>(self.fd.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None) {
+                Ok(_) => return Ok(()),
+                Err(nix::Error::EINTR) => continue,
+                Err(source) => {
+                    return Err(SyncError::Send {
+                        what: format!("{message:?}"),
+                        source,
+                    })
+                }
+            }
+        }
+    }
+
     /// Receives one message. A remote `Error` becomes `SyncError::Remote`.
     pub fn receive(&self) -> Result<Message, SyncError> {
+        self.receive_with_fd().map(|(message, _)| message)
+    }
+
+    /// Receives one message and the fd attached to it, if any.
+    pub fn receive_with_fd(&self) -> Result<(Message, Option<OwnedFd>), SyncError> {
         let mut buf = [0u8; 8192];
-        let n = loop {
-            match nix::unistd::read(self.fd.as_fd(), &mut buf) {
-                Ok(n) => break n,
+        let mut space = nix::cmsg_space!([RawFd; 1]);
+        let (n, fd) = loop {
+            let mut iov = [IoSliceMut::new(&mut buf)];
+            match recvmsg::<()>(
+                self.fd.as_raw_fd(),
+                &mut iov,
+                Some(&mut space),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            ) {
+                Ok(msg) => {
+                    let mut fd = None;
+                    for cmsg in msg.cmsgs().map_err(SyncError::Receive)? {
+                        if let ControlMessageOwned::ScmRights(fds) = cmsg {
+                            // SAFETY: the kernel just installed these fds for us.
+                            fd = fds.first().map(|&raw| unsafe { OwnedFd::from_raw_fd(raw) });
+                        }
+                    }
+                    break (msg.bytes, fd);
+                }
                 Err(nix::Error::EINTR) => continue,
                 Err(e) => return Err(SyncError::Receive(e)),
             }
@@ -100,7 +159,7 @@ impl SyncSocket {
         }
         match serde_json::from_slice(&buf[..n]).map_err(SyncError::Malformed)? {
             Message::Error(text) => Err(SyncError::Remote(text)),
-            message => Ok(message),
+            message => Ok((message, fd)),
         }
     }
 

@@ -35,7 +35,7 @@ use crate::error::RuntimeError;
 use crate::hooks::{self, HookState};
 use crate::namespaces::{self, NamespacePlan};
 use crate::process;
-use crate::seccomp;
+use crate::seccomp::{self, SeccompFilter};
 use crate::spec::Bundle;
 use crate::state::{self, ContainerState, Status};
 use crate::sync::{self, Message, SyncSocket};
@@ -98,7 +98,10 @@ impl Runtime {
                 RuntimeError::sys(format!("opening {}", fifo_path.display())),
             )?;
 
+        // One channel per forked process, so the intermediate's messages
+        // (user namespace, init pid) are always read before the init's.
         let (parent_sock, child_sock) = sync::pair()?;
+        let (parent_isock, child_isock) = sync::pair()?;
         let ctx = InitContext {
             id,
             bundle: &bundle,
@@ -109,6 +112,7 @@ impl Runtime {
             console: console.as_ref(),
             fifo: &fifo,
             sync: &child_sock,
+            intermediate_sync: &child_isock,
             no_pivot: opts.no_pivot,
             no_new_keyring: opts.no_new_keyring,
             preserve_fds: opts.preserve_fds,
@@ -128,7 +132,8 @@ impl Runtime {
         drop(console);
         guard.children.push(intermediate);
 
-        let init_pid = drive_setup(&parent_sock, intermediate, &bundle, id, linux, &mut guard)?;
+        let init_pid = receive_init_pid(&parent_isock, intermediate, linux, &mut guard)?;
+        drive_setup(&parent_sock, init_pid, &bundle, id, seccomp.as_ref())?;
 
         let state = ContainerState {
             id: id.to_string(),
@@ -170,28 +175,25 @@ impl Runtime {
     }
 }
 
-/// Talks the child processes through setup; returns the init's host pid.
-fn drive_setup(
+fn child_error(e: sync::SyncError) -> RuntimeError {
+    match e {
+        sync::SyncError::Closed => {
+            RuntimeError::Child("the container's init process exited during setup".into())
+        }
+        sync::SyncError::Remote(text) => RuntimeError::Child(text),
+        e => e.into(),
+    }
+}
+
+/// Serves the intermediate: user-namespace maps, then the init's host pid.
+fn receive_init_pid(
     sock: &SyncSocket,
     intermediate: Pid,
-    bundle: &Bundle,
-    id: &str,
     linux: &oci_spec::runtime::Linux,
     guard: &mut CreateGuard,
 ) -> Result<Pid, RuntimeError> {
-    let mut init_pid = None;
     loop {
-        let message = match sock.receive() {
-            Ok(m) => m,
-            Err(sync::SyncError::Closed) => {
-                return Err(RuntimeError::Child(
-                    "the container's init process exited during setup".into(),
-                ))
-            }
-            Err(sync::SyncError::Remote(text)) => return Err(RuntimeError::Child(text)),
-            Err(e) => return Err(e.into()),
-        };
-        match message {
+        match sock.receive().map_err(child_error)? {
             Message::UsernsCreated => {
                 write_id_maps(intermediate, linux)?;
                 sock.send(&Message::UsernsMapped)?;
@@ -199,18 +201,38 @@ fn drive_setup(
             Message::Pid(pid) => {
                 let pid = Pid::from_raw(pid);
                 guard.children.push(pid);
-                init_pid = Some(pid);
                 // The intermediate exits right after sending the pid.
                 let _ = waitpid(intermediate, None);
                 guard.children.retain(|p| *p != intermediate);
+                return Ok(pid);
             }
+            other => {
+                return Err(RuntimeError::Child(format!(
+                    "unexpected message from the intermediate process: {other:?}"
+                )))
+            }
+        }
+    }
+}
+
+/// Serves the init until it reports ready: hooks and the seccomp fd.
+fn drive_setup(
+    sock: &SyncSocket,
+    init_pid: Pid,
+    bundle: &Bundle,
+    id: &str,
+    seccomp: Option<&SeccompFilter>,
+) -> Result<(), RuntimeError> {
+    loop {
+        let (message, fd) = sock.receive_with_fd().map_err(child_error)?;
+        match message {
             Message::RunCreateRuntimeHooks => {
                 if let Some(hooks_cfg) = bundle.spec.hooks() {
                     let state = HookState {
                         oci_version: OCI_VERSION,
                         id,
                         status: "creating",
-                        pid: init_pid.map(|p| p.as_raw()),
+                        pid: Some(init_pid.as_raw()),
                         bundle: &bundle.path,
                         annotations: bundle.spec.annotations().as_ref(),
                     };
@@ -227,11 +249,15 @@ fn drive_setup(
                 }
                 sock.send(&Message::CreateRuntimeHooksDone)?;
             }
-            Message::Ready => {
-                return init_pid.ok_or_else(|| {
-                    RuntimeError::Child("init reported ready before its pid was known".into())
-                })
+            Message::SeccompFd => {
+                let (Some(fd), Some(filter)) = (fd, seccomp) else {
+                    return Err(RuntimeError::Child(
+                        "seccomp notify fd announced but not received".into(),
+                    ));
+                };
+                hand_over_notify_fd(filter, &fd, id, init_pid, &bundle.path)?;
             }
+            Message::Ready => return Ok(()),
             other => {
                 return Err(RuntimeError::Child(format!(
                     "unexpected message during setup: {other:?}"
@@ -239,6 +265,34 @@ fn drive_setup(
             }
         }
     }
+}
+
+/// Sends a seccomp notify fd and the process state to the profile's
+/// listener (the seccomp agent), as the OCI runtime spec describes.
+pub(crate) fn hand_over_notify_fd(
+    filter: &SeccompFilter,
+    fd: &OwnedFd,
+    id: &str,
+    pid: Pid,
+    bundle: &Path,
+) -> Result<(), RuntimeError> {
+    use std::os::fd::AsFd;
+    let Some(listener) = filter.listener_path() else {
+        return Err(RuntimeError::Child(
+            "seccomp profile uses SCMP_ACT_NOTIFY but sets no listenerPath".into(),
+        ));
+    };
+    let state = oci_spec::runtime::StateBuilder::default()
+        .version(OCI_VERSION)
+        .id(id)
+        .status(oci_spec::runtime::ContainerState::Creating)
+        .pid(pid.as_raw())
+        .bundle(bundle)
+        .build()
+        .map_err(|e| RuntimeError::Child(format!("building the seccomp agent's state: {e}")))?;
+    let json = seccomp::process_state_json(&state, pid.as_raw(), filter.listener_metadata())?;
+    seccomp::send_notify_fd(listener, fd.as_fd(), &json)?;
+    Ok(())
 }
 
 fn write_id_maps(pid: Pid, linux: &oci_spec::runtime::Linux) -> Result<(), RuntimeError> {
@@ -269,7 +323,7 @@ fn run_intermediate(ctx: &InitContext<'_>) -> ! {
     let code = match result {
         Ok(()) => 0,
         Err(e) => {
-            let _ = ctx.sync.send(&Message::Error(e.to_string()));
+            let _ = ctx.intermediate_sync.send(&Message::Error(e.to_string()));
             1
         }
     };
@@ -284,8 +338,9 @@ fn intermediate_steps(ctx: &InitContext<'_>) -> Result<(), RuntimeError> {
     ctx.plan.join_where(|k| k == LinuxNamespaceType::User)?;
     if ctx.plan.new_user {
         namespaces::unshare_user()?;
-        ctx.sync.send(&Message::UsernsCreated)?;
-        ctx.sync.expect(&Message::UsernsMapped, "UsernsMapped")?;
+        ctx.intermediate_sync.send(&Message::UsernsCreated)?;
+        ctx.intermediate_sync
+            .expect(&Message::UsernsMapped, "UsernsMapped")?;
     }
     if ctx.plan.new_user || ctx.plan.joins(LinuxNamespaceType::User) {
         process::become_namespace_root()?;
@@ -298,7 +353,9 @@ fn intermediate_steps(ctx: &InitContext<'_>) -> Result<(), RuntimeError> {
     // SAFETY: single-threaded child; the grandchild runs init code only.
     match unsafe { fork() }.map_err(RuntimeError::sys("forking the container init"))? {
         ForkResult::Child => run_init(ctx),
-        ForkResult::Parent { child } => ctx.sync.send(&Message::Pid(child.as_raw()))?,
+        ForkResult::Parent { child } => {
+            ctx.intermediate_sync.send(&Message::Pid(child.as_raw()))?
+        }
     }
     Ok(())
 }

@@ -39,7 +39,10 @@ struct ExecContext<'a> {
     cgroup: &'a CgroupManager,
     seccomp: Option<&'a SeccompFilter>,
     console: Option<&'a UnixStream>,
+    /// The exec'd process's channel; closes on a successful execve.
     sync: &'a SyncSocket,
+    /// The intermediate's channel: its error or the new process's pid.
+    intermediate_sync: &'a SyncSocket,
     preserve_fds: u32,
 }
 
@@ -89,6 +92,7 @@ impl Container {
             }
         }
         let (parent_sock, child_sock) = sync::pair()?;
+        let (parent_isock, child_isock) = sync::pair()?;
         let ctx = ExecContext {
             process,
             plan: &plan,
@@ -96,6 +100,7 @@ impl Container {
             seccomp: seccomp.as_ref(),
             console: console.as_ref(),
             sync: &child_sock,
+            intermediate_sync: &child_isock,
             preserve_fds: opts.preserve_fds,
         };
         // SAFETY: berth-runc is single-threaded here.
@@ -109,7 +114,7 @@ impl Container {
             };
         drop(child_sock);
         drop(console);
-        let pid = match parent_sock.receive() {
+        let pid = match parent_isock.receive() {
             Ok(Message::Pid(pid)) => Pid::from_raw(pid),
             Ok(other) => {
                 return Err(RuntimeError::Child(format!(
@@ -126,7 +131,20 @@ impl Container {
             }
         };
         let _ = wait_exit_code(intermediate);
-        match parent_sock.receive() {
+        let mut outcome = parent_sock.receive_with_fd();
+        if let Ok((Message::SeccompFd, Some(fd))) = &outcome {
+            if let Some(filter) = &seccomp {
+                super::create::hand_over_notify_fd(
+                    filter,
+                    fd,
+                    &self.state.id,
+                    pid,
+                    &self.state.bundle,
+                )?;
+            }
+            outcome = parent_sock.receive_with_fd();
+        }
+        match outcome.map(|(m, _)| m) {
             // The socket closed on execve: the program runs.
             Err(sync::SyncError::Closed) => {}
             Err(sync::SyncError::Remote(text)) => {
@@ -180,7 +198,9 @@ fn intermediate_steps(ctx: &ExecContext<'_>) -> Result<(), RuntimeError> {
             let result = exec_steps(ctx);
             exit_child(result, ctx.sync)
         }
-        ForkResult::Parent { child } => ctx.sync.send(&Message::Pid(child.as_raw()))?,
+        ForkResult::Parent { child } => {
+            ctx.intermediate_sync.send(&Message::Pid(child.as_raw()))?
+        }
     }
     Ok(())
 }
@@ -199,7 +219,9 @@ fn exec_steps(ctx: &ExecContext<'_>) -> Result<(), RuntimeError> {
         console::send_master(socket.as_raw_fd(), &pty.master, &pty.slave_path)?;
         console::attach_stdio(&pty.slave)?;
     }
-    process::drop_privileges(ctx.process, ctx.seccomp)?;
+    if let Some(fd) = process::drop_privileges(ctx.process, ctx.seccomp)? {
+        ctx.sync.send_with_fd(&Message::SeccompFd, &fd)?;
+    }
     let env = ctx.process.env().as_deref().unwrap_or_default();
     let args = ctx.process.args().as_deref().unwrap_or_default();
     let program = args.first().map(String::as_str).unwrap_or_default();

@@ -31,7 +31,10 @@ pub(crate) struct InitContext<'a> {
     pub seccomp: Option<&'a SeccompFilter>,
     pub console: Option<&'a UnixStream>,
     pub fifo: &'a OwnedFd,
+    /// The init's channel to the runtime process.
     pub sync: &'a SyncSocket,
+    /// The intermediate's channel to the runtime process.
+    pub intermediate_sync: &'a SyncSocket,
     pub no_pivot: bool,
     pub no_new_keyring: bool,
     pub preserve_fds: u32,
@@ -118,7 +121,9 @@ fn setup(ctx: &InitContext<'_>) -> Result<ExecImage, RuntimeError> {
         join_session_keyring(ctx.id);
     }
     set_personality(spec)?;
-    process::drop_privileges(process, ctx.seccomp)?;
+    if let Some(fd) = process::drop_privileges(process, ctx.seccomp)? {
+        ctx.sync.send_with_fd(&Message::SeccompFd, &fd)?;
+    }
     let env = process.env().as_deref().unwrap_or_default();
     let args = process.args().as_deref().unwrap_or_default();
     let program = args.first().map(String::as_str).unwrap_or_default();
@@ -149,7 +154,10 @@ fn wait_for_start_then_exec(
         )?;
     }
     let process = ctx.bundle.process();
-    if let (Some(filter), true) = (ctx.seccomp, process.no_new_privileges().unwrap_or(false)) {
+    if let Some(filter) = ctx
+        .seccomp
+        .filter(|_| process::seccomp_deferred(process, ctx.seccomp))
+    {
         filter.load()?;
     }
     Err(image.exec().into())
