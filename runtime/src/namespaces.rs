@@ -22,6 +22,8 @@ pub enum NamespaceError {
     },
     #[error("joining {kind} namespace: {source}")]
     Join { kind: String, source: nix::Error },
+    #[error("bringing up the loopback interface: {source}")]
+    Loopback { source: nix::Error },
     #[error("creating namespaces ({flags:?}): {source}")]
     Unshare {
         flags: CloneFlags,
@@ -177,4 +179,34 @@ pub fn unshare_user() -> Result<(), NamespaceError> {
         flags: CloneFlags::CLONE_NEWUSER,
         source,
     })
+}
+
+/// Brings up `lo` in a new network namespace, as users of runc and Docker
+/// expect (a fresh namespace has it down).
+pub fn bring_up_loopback() -> Result<(), NamespaceError> {
+    let err = |source| NamespaceError::Loopback { source };
+    // SAFETY: socket() with constant arguments returns a new fd or -1.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(err(nix::Error::last()));
+    }
+    // SAFETY: the fd was just created and is owned here.
+    let sock = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&sock);
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we own.
+    unsafe {
+        if libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req) < 0 {
+            return Err(err(nix::Error::last()));
+        }
+        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(fd, libc::SIOCSIFFLAGS, &req) < 0 {
+            return Err(err(nix::Error::last()));
+        }
+    }
+    Ok(())
 }

@@ -66,6 +66,9 @@ fn setup(ctx: &InitContext<'_>) -> Result<ExecImage, RuntimeError> {
     process::make_non_dumpable()?;
     nix::unistd::setsid().map_err(RuntimeError::sys("creating a new session"))?;
 
+    if ctx.plan.creates(LinuxNamespaceType::Network) {
+        crate::namespaces::bring_up_loopback()?;
+    }
     let new_mount_ns = ctx.plan.creates(LinuxNamespaceType::Mount);
     if new_mount_ns {
         rootfs::prepare(&RootfsContext {
