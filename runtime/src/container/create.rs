@@ -80,7 +80,7 @@ impl Runtime {
         };
 
         let cgroup_path = cgroup_path_for(&bundle.spec, id);
-        let cgroup = CgroupManager::new(cgroup_root, &cgroup_path)?;
+        let cgroup = CgroupManager::with_mode(cgroup_root, &cgroup_path, cgroup_mode)?;
         cgroup.create()?;
         guard.cgroup = Some(cgroup.clone());
         if let Some(resources) = linux.resources() {
