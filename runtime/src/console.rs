@@ -104,11 +104,12 @@ pub struct ConsoleReceiver {
 impl ConsoleReceiver {
     /// Listens on `path` (which must not exist); the socket is removed on drop.
     pub fn bind(path: &Path) -> Result<Self, ConsoleError> {
-        let listener =
-            std::os::unix::net::UnixListener::bind(path).map_err(|source| ConsoleError::Connect {
+        let listener = std::os::unix::net::UnixListener::bind(path).map_err(|source| {
+            ConsoleError::Connect {
                 path: path.to_path_buf(),
                 source,
-            })?;
+            }
+        })?;
         Ok(Self {
             path: path.to_path_buf(),
             listener,

@@ -71,3 +71,19 @@ impl RuntimeError {
         move |source| RuntimeError::Sys { context, source }
     }
 }
+
+/// An error with its chain of causes, each cause added once (several of our
+/// errors already print their source in their own message).
+pub fn describe(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        let inner_text = inner.to_string();
+        if !text.contains(&inner_text) {
+            text.push_str(": ");
+            text.push_str(&inner_text);
+        }
+        cause = inner.source();
+    }
+    text
+}

@@ -83,8 +83,8 @@ impl Runtime {
         let cgroup = CgroupManager::with_mode(cgroup_root, &cgroup_path, cgroup_mode)?;
         cgroup.create()?;
         guard.cgroup = Some(cgroup.clone());
-        if let Some(resources) = linux.resources() {
-            cgroup.apply(resources)?;
+        if let Some(resources) = crate::spec::effective_resources(&bundle.spec) {
+            cgroup.apply(&resources)?;
         }
 
         let fifo_path = dir.join(EXEC_FIFO);
@@ -323,7 +323,9 @@ fn run_intermediate(ctx: &InitContext<'_>) -> ! {
     let code = match result {
         Ok(()) => 0,
         Err(e) => {
-            let _ = ctx.intermediate_sync.send(&Message::Error(e.to_string()));
+            let _ = ctx
+                .intermediate_sync
+                .send(&Message::Error(crate::error::describe(&e)));
             1
         }
     };

@@ -173,7 +173,7 @@ fn exit_child(result: Result<(), RuntimeError>, sync: &SyncSocket) -> ! {
     let code = match result {
         Ok(()) => 0,
         Err(e) => {
-            let _ = sync.send(&Message::Error(e.to_string()));
+            let _ = sync.send(&Message::Error(crate::error::describe(&e)));
             1
         }
     };

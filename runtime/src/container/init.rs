@@ -45,7 +45,7 @@ pub(crate) fn run_init(ctx: &InitContext<'_>) -> ! {
     let image = match setup(ctx) {
         Ok(image) => image,
         Err(e) => {
-            let _ = ctx.sync.send(&Message::Error(e.to_string()));
+            let _ = ctx.sync.send(&Message::Error(crate::error::describe(&e)));
             // SAFETY: ends the forked child without unwinding into the parent's frames.
             unsafe { libc::_exit(1) }
         }
