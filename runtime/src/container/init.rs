@@ -118,6 +118,15 @@ fn setup(ctx: &InitContext<'_>) -> Result<ExecImage, RuntimeError> {
         console::attach_stdio(&pty.slave)?;
     }
     if new_mount_ns {
+        // Like runc, create a missing working directory (before the root
+        // may become read-only), as root, inside the new root.
+        let cwd = process.cwd();
+        if !cwd.exists() {
+            std::fs::create_dir_all(cwd).map_err(RuntimeError::io(format!(
+                "creating working directory {}",
+                cwd.display()
+            )))?;
+        }
         rootfs::finish(spec)?;
     }
     if !ctx.no_new_keyring {

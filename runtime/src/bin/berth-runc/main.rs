@@ -117,6 +117,15 @@ fn main() -> ExitCode {
         return ExitCode::from(1);
     };
 
+    // Commands that put a process of ours into a container run from a
+    // sealed in-memory copy of this binary (CVE-2019-5736).
+    if matches!(command.name(), "create" | "run" | "exec") {
+        if let Err(e) = berth_runtime::cloned_binary::ensure_cloned() {
+            eprintln!("berth-runc: {e}");
+            return ExitCode::from(1);
+        }
+    }
+
     let mut logger = match Logger::open(cli.log.as_deref(), cli.log_format, cli.debug) {
         Ok(l) => l,
         Err(e) => {
