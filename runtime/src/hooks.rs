@@ -105,7 +105,9 @@ fn run_one(kind: &'static str, hook: &Hook, state_json: &[u8]) -> Result<(), Hoo
         source,
     })?;
     if let Some(mut stdin) = child.stdin.take() {
-        // A hook that does not read its stdin is allowed: ignore EPIPE.
+        // A hook that does not read its stdin (or exits at once) is allowed:
+        // the write must fail with EPIPE, not kill the runtime with SIGPIPE.
+        let _sigpipe = SigpipeIgnored::new();
         let _ = stdin.write_all(state_json);
     }
     let deadline = hook
@@ -151,6 +153,31 @@ fn run_one(kind: &'static str, hook: &Hook, state_json: &[u8]) -> Result<(), Hoo
         status,
         stderr,
     })
+}
+
+/// Ignores SIGPIPE for its lifetime, restoring the previous disposition.
+struct SigpipeIgnored {
+    previous: Option<nix::sys::signal::SigAction>,
+}
+
+impl SigpipeIgnored {
+    fn new() -> Self {
+        use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+        let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
+        // SAFETY: installing SIG_IGN runs no code in signal context.
+        let previous = unsafe { sigaction(Signal::SIGPIPE, &ignore) }.ok();
+        Self { previous }
+    }
+}
+
+impl Drop for SigpipeIgnored {
+    fn drop(&mut self) {
+        if let Some(previous) = &self.previous {
+            // SAFETY: restores the disposition saved in `new`.
+            let _ =
+                unsafe { nix::sys::signal::sigaction(nix::sys::signal::Signal::SIGPIPE, previous) };
+        }
+    }
 }
 
 /// Waits (without reaping) until `pid` exits or `deadline` passes, using a

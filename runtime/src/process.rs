@@ -294,7 +294,15 @@ impl ExecImage {
     }
 
     /// Replaces the process image. Returns only on failure.
+    ///
+    /// The program starts with an empty signal mask and SIGPIPE at its
+    /// default, whatever the runtime had (ignored dispositions and the mask
+    /// survive execve).
     pub fn exec(&self) -> ProcessError {
+        use nix::sys::signal::{signal, sigprocmask, SigHandler, SigSet, SigmaskHow, Signal};
+        let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+        // SAFETY: setting SIG_DFL installs no handler code.
+        let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
         match nix::unistd::execve(&self.path, &self.argv, &self.envp) {
             Ok(never) => match never {},
             Err(source) => ProcessError::Exec {
