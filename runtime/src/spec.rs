@@ -211,6 +211,57 @@ pub fn validate_process(process: &Process) -> Result<(), SpecError> {
     Ok(())
 }
 
+/// Device nodes every container gets, as (type, major, minor); the cgroup
+/// must allow them or the init could not even create them.
+const DEFAULT_ALLOWED_DEVICES: &[(LinuxDeviceType, Option<i64>, Option<i64>)] = &[
+    (LinuxDeviceType::C, Some(1), Some(3)), // null
+    (LinuxDeviceType::C, Some(1), Some(5)), // zero
+    (LinuxDeviceType::C, Some(1), Some(7)), // full
+    (LinuxDeviceType::C, Some(1), Some(8)), // random
+    (LinuxDeviceType::C, Some(1), Some(9)), // urandom
+    (LinuxDeviceType::C, Some(5), Some(0)), // tty
+    (LinuxDeviceType::C, Some(5), Some(1)), // console
+    (LinuxDeviceType::C, Some(5), Some(2)), // ptmx
+    (LinuxDeviceType::C, Some(136), None),  // pts/*
+];
+
+/// The resources to apply to the container's cgroup: the spec's, with the
+/// device rules extended (after the spec's own, since the last match wins)
+/// by mknod permission, the default devices and the spec's device nodes.
+pub fn effective_resources(spec: &Spec) -> Option<LinuxResources> {
+    let linux = spec.linux().as_ref()?;
+    let mut resources = linux.resources().clone()?;
+    let mut rules = resources.devices().clone().unwrap_or_default();
+    if rules.is_empty() {
+        // No rules at all means no device restriction: keep it that way.
+        return Some(resources);
+    }
+    let rule = |typ, major, minor, access: &str| {
+        let mut r = LinuxDeviceCgroup::default();
+        r.set_allow(true)
+            .set_typ(Some(typ))
+            .set_major(major)
+            .set_minor(minor)
+            .set_access(Some(access.to_string()));
+        r
+    };
+    rules.push(rule(LinuxDeviceType::C, None, None, "m"));
+    rules.push(rule(LinuxDeviceType::B, None, None, "m"));
+    for &(typ, major, minor) in DEFAULT_ALLOWED_DEVICES {
+        rules.push(rule(typ, major, minor, "rwm"));
+    }
+    for device in linux.devices().as_deref().unwrap_or_default() {
+        let typ = match device.typ() {
+            LinuxDeviceType::B => LinuxDeviceType::B,
+            LinuxDeviceType::P => continue,
+            _ => LinuxDeviceType::C,
+        };
+        rules.push(rule(typ, Some(device.major()), Some(device.minor()), "rwm"));
+    }
+    resources.set_devices(Some(rules));
+    Some(resources)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,55 +319,28 @@ mod tests {
         let err = validate(&spec(&s)).expect_err("no args");
         assert!(err.to_string().contains("process.args"), "{err}");
     }
-}
 
-/// Device nodes every container gets, as (type, major, minor); the cgroup
-/// must allow them or the init could not even create them.
-const DEFAULT_ALLOWED_DEVICES: &[(LinuxDeviceType, Option<i64>, Option<i64>)] = &[
-    (LinuxDeviceType::C, Some(1), Some(3)), // null
-    (LinuxDeviceType::C, Some(1), Some(5)), // zero
-    (LinuxDeviceType::C, Some(1), Some(7)), // full
-    (LinuxDeviceType::C, Some(1), Some(8)), // random
-    (LinuxDeviceType::C, Some(1), Some(9)), // urandom
-    (LinuxDeviceType::C, Some(5), Some(0)), // tty
-    (LinuxDeviceType::C, Some(5), Some(1)), // console
-    (LinuxDeviceType::C, Some(5), Some(2)), // ptmx
-    (LinuxDeviceType::C, Some(136), None),  // pts/*
-];
-
-/// The resources to apply to the container's cgroup: the spec's, with the
-/// device rules extended (after the spec's own, since the last match wins)
-/// by mknod permission, the default devices and the spec's device nodes.
-pub fn effective_resources(spec: &Spec) -> Option<LinuxResources> {
-    let linux = spec.linux().as_ref()?;
-    let mut resources = linux.resources().clone()?;
-    let mut rules = resources.devices().clone().unwrap_or_default();
-    if rules.is_empty() {
-        // No rules at all means no device restriction: keep it that way.
-        return Some(resources);
-    }
-    let rule = |typ, major, minor, access: &str| {
-        let mut r = LinuxDeviceCgroup::default();
-        r.set_allow(true)
-            .set_typ(Some(typ))
-            .set_major(major)
-            .set_minor(minor)
-            .set_access(Some(access.to_string()));
-        r
-    };
-    rules.push(rule(LinuxDeviceType::C, None, None, "m"));
-    rules.push(rule(LinuxDeviceType::B, None, None, "m"));
-    for &(typ, major, minor) in DEFAULT_ALLOWED_DEVICES {
-        rules.push(rule(typ, major, minor, "rwm"));
-    }
-    for device in linux.devices().as_deref().unwrap_or_default() {
-        let typ = match device.typ() {
-            LinuxDeviceType::B => LinuxDeviceType::B,
-            LinuxDeviceType::P => continue,
-            _ => LinuxDeviceType::C,
+    #[test]
+    fn default_devices_follow_the_spec_rules() {
+        let s = BASE.replace(
+            r#""linux":{"#,
+            r#""linux":{"resources":{"devices":[{"allow":false,"access":"rwm"}]},"devices":[{"path":"/dev/fuse","type":"c","major":10,"minor":229}],"#,
+        );
+        let resources = effective_resources(&spec(&s)).expect("resources");
+        let rules = resources.devices().clone().expect("rules");
+        assert!(!rules[0].allow(), "the spec's deny-all stays first");
+        let allows = |major: i64, minor: i64| {
+            rules
+                .iter()
+                .any(|r| r.allow() && r.major() == Some(major) && r.minor() == Some(minor))
         };
-        rules.push(rule(typ, Some(device.major()), Some(device.minor()), "rwm"));
+        assert!(allows(1, 3), "/dev/null allowed");
+        assert!(allows(10, 229), "the spec's own device node allowed");
     }
-    resources.set_devices(Some(rules));
-    Some(resources)
+
+    #[test]
+    fn no_device_rules_stay_unrestricted() {
+        let resources = effective_resources(&spec(BASE));
+        assert!(resources.is_none_or(|r| r.devices().as_ref().is_none_or(|d| d.is_empty())));
+    }
 }
