@@ -21,6 +21,7 @@ pub mod cloned_binary;
 pub mod console;
 pub mod container;
 pub mod error;
+pub mod fork;
 pub mod hooks;
 pub mod lsm;
 pub mod namespaces;

@@ -368,6 +368,15 @@ impl CgroupManager {
         }
     }
 
+    /// The cgroup directory on a v2 host (None on v1), e.g. for
+    /// `clone3(CLONE_INTO_CGROUP)`.
+    pub fn v2_dir(&self) -> Option<&Path> {
+        match &self.layout {
+            Layout::V1(_) => None,
+            Layout::V2 { dir } => Some(dir),
+        }
+    }
+
     /// The v1 hierarchies (empty on v2).
     pub fn v1_hierarchies(&self) -> &[V1Hierarchy] {
         match &self.layout {

@@ -27,6 +27,7 @@ use nix::sys::stat::Mode;
 use nix::sys::wait::waitpid;
 use nix::unistd::{fork, ForkResult, Pid};
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use std::os::fd::AsFd;
 
 use super::init::{run_init, InitContext};
 use super::{validate_id, Container, CreateOptions, Runtime, EXEC_FIFO};
@@ -117,16 +118,24 @@ impl Runtime {
             no_new_keyring: opts.no_new_keyring,
             preserve_fds: opts.preserve_fds,
         };
+        let cgroup_dir = open_v2_cgroup_dir(&cgroup)?;
         // SAFETY: berth-runc is single-threaded here, so the child may run
         // arbitrary code after fork.
-        let intermediate =
-            match unsafe { fork() }.map_err(RuntimeError::sys("forking the container process"))? {
-                ForkResult::Child => {
-                    drop(parent_sock);
-                    run_intermediate(&ctx)
-                }
-                ForkResult::Parent { child } => child,
-            };
+        let (forked, placement) =
+            unsafe { crate::fork::fork_into_cgroup(cgroup_dir.as_ref().map(|d| d.as_fd())) }
+                .map_err(RuntimeError::sys("forking the container process"))?;
+        let intermediate = match forked {
+            ForkResult::Child => {
+                drop(parent_sock);
+                drop(parent_isock);
+                let in_cgroup = matches!(placement, crate::fork::Placement::InCgroup);
+                run_intermediate(&ctx, in_cgroup)
+            }
+            ForkResult::Parent { child } => child,
+        };
+        drop(cgroup_dir);
+        // Only the children keep their ends: end-of-file then means they exited.
+        drop(child_isock);
         drop(child_sock);
         drop(fifo);
         drop(console);
@@ -318,8 +327,8 @@ fn write_id_maps(pid: Pid, linux: &oci_spec::runtime::Linux) -> Result<(), Runti
 
 /// The intermediate process: enters the cgroup and namespaces, forks the
 /// init, reports its pid and exits. Never returns.
-fn run_intermediate(ctx: &InitContext<'_>) -> ! {
-    let result = intermediate_steps(ctx);
+fn run_intermediate(ctx: &InitContext<'_>, in_cgroup: bool) -> ! {
+    let result = intermediate_steps(ctx, in_cgroup);
     let code = match result {
         Ok(()) => 0,
         Err(e) => {
@@ -334,8 +343,10 @@ fn run_intermediate(ctx: &InitContext<'_>) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-fn intermediate_steps(ctx: &InitContext<'_>) -> Result<(), RuntimeError> {
-    ctx.cgroup.add_task(nix::unistd::getpid())?;
+fn intermediate_steps(ctx: &InitContext<'_>, in_cgroup: bool) -> Result<(), RuntimeError> {
+    if !in_cgroup {
+        ctx.cgroup.add_task(nix::unistd::getpid())?;
+    }
     process::apply_resource_limits(ctx.bundle.process())?;
     ctx.plan.join_where(|k| k == LinuxNamespaceType::User)?;
     if ctx.plan.new_user {
@@ -387,6 +398,20 @@ fn write_time_offsets(bundle: &Bundle) -> Result<(), RuntimeError> {
     }
     fs::write("/proc/self/timens_offsets", content)
         .map_err(RuntimeError::io("writing /proc/self/timens_offsets"))
+}
+
+/// On cgroup v2, the container's cgroup directory, to fork straight into it.
+pub(crate) fn open_v2_cgroup_dir(cgroup: &CgroupManager) -> Result<Option<OwnedFd>, RuntimeError> {
+    let Some(dir) = cgroup.v2_dir() else {
+        return Ok(None);
+    };
+    nix::fcntl::open(
+        dir,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map(Some)
+    .map_err(RuntimeError::sys(format!("opening {}", dir.display())))
 }
 
 /// The cgroup path for a container: the spec's, or `/berth/<id>`.

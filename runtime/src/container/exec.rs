@@ -6,7 +6,7 @@
 //! close-on-exec, so end-of-file on it means the exec succeeded; an `Error`
 //! message means it did not.
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixStream;
 
 use nix::unistd::{fork, ForkResult, Pid};
@@ -103,15 +103,23 @@ impl Container {
             intermediate_sync: &child_isock,
             preserve_fds: opts.preserve_fds,
         };
+        let cgroup_dir = super::create::open_v2_cgroup_dir(&cgroup)?;
         // SAFETY: berth-runc is single-threaded here.
-        let intermediate =
-            match unsafe { fork() }.map_err(RuntimeError::sys("forking the exec process"))? {
-                ForkResult::Child => {
-                    drop(parent_sock);
-                    exit_child(intermediate_steps(&ctx), &child_sock)
-                }
-                ForkResult::Parent { child } => child,
-            };
+        let (forked, placement) =
+            unsafe { crate::fork::fork_into_cgroup(cgroup_dir.as_ref().map(|d| d.as_fd())) }
+                .map_err(RuntimeError::sys("forking the exec process"))?;
+        let intermediate = match forked {
+            ForkResult::Child => {
+                drop(parent_sock);
+                drop(parent_isock);
+                let in_cgroup = matches!(placement, crate::fork::Placement::InCgroup);
+                exit_child(intermediate_steps(&ctx, in_cgroup), &child_isock)
+            }
+            ForkResult::Parent { child } => child,
+        };
+        drop(cgroup_dir);
+        // Only the children keep their ends: end-of-file then means they exited.
+        drop(child_isock);
         drop(child_sock);
         drop(console);
         let pid = match parent_isock.receive() {
@@ -181,11 +189,13 @@ fn exit_child(result: Result<(), RuntimeError>, sync: &SyncSocket) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-fn intermediate_steps(ctx: &ExecContext<'_>) -> Result<(), RuntimeError> {
+fn intermediate_steps(ctx: &ExecContext<'_>, in_cgroup: bool) -> Result<(), RuntimeError> {
     // Before joining: processes already in the container must not be able
     // to reach into this one while it runs the runtime's code.
     process::make_non_dumpable()?;
-    ctx.cgroup.add_task(nix::unistd::getpid())?;
+    if !in_cgroup {
+        ctx.cgroup.add_task(nix::unistd::getpid())?;
+    }
     process::apply_resource_limits(ctx.process)?;
     ctx.plan.join_where(|k| k == LinuxNamespaceType::User)?;
     if ctx.plan.joins(LinuxNamespaceType::User) {
