@@ -34,8 +34,10 @@ BUSYBOX = "/bin/busybox"
 
 
 def default_berth():
-    for profile in ("release", "debug"):
-        p = os.path.join(REPO, "target", profile, "berth-runc")
+    # Prefer the static release build (scripts/build-static.sh): what we ship.
+    candidates = [os.path.join(REPO, "target", "x86_64-unknown-linux-gnu", "release", "berth-runc")]
+    candidates += [os.path.join(REPO, "target", profile, "berth-runc") for profile in ("release", "debug")]
+    for p in candidates:
         if os.path.isfile(p):
             return p
     return os.path.join(REPO, "target", "release", "berth-runc")

@@ -422,13 +422,23 @@ pub(crate) fn cgroup_path_for(spec: &Spec, id: &str) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(format!("/berth/{id}")))
 }
 
+/// The creating user's name from /etc/passwd (no NSS: the static build must
+/// not load shared libraries), or the numeric uid.
 fn owner_name() -> String {
-    let uid = nix::unistd::geteuid();
-    nix::unistd::User::from_uid(uid)
+    let uid = nix::unistd::geteuid().as_raw();
+    std::fs::read_to_string("/etc/passwd")
         .ok()
-        .flatten()
-        .map(|u| u.name)
+        .and_then(|passwd| user_name_for(&passwd, uid))
         .unwrap_or_else(|| uid.to_string())
+}
+
+fn user_name_for(passwd: &str, uid: u32) -> Option<String> {
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let id: u32 = fields.nth(1)?.parse().ok()?;
+        (id == uid && !name.is_empty()).then(|| name.to_string())
+    })
 }
 
 /// Writes the pid file atomically, as containerd reads it right after create.
@@ -471,5 +481,18 @@ impl Drop for CreateGuard {
             let _ = cgroup.remove();
         }
         let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::user_name_for;
+
+    #[test]
+    fn passwd_lookup() {
+        let passwd = "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\nbad line\n";
+        assert_eq!(user_name_for(passwd, 1000).as_deref(), Some("alice"));
+        assert_eq!(user_name_for(passwd, 0).as_deref(), Some("root"));
+        assert_eq!(user_name_for(passwd, 5), None);
     }
 }
