@@ -37,6 +37,8 @@ pub struct Bundle {
     pub path: PathBuf,
     pub rootfs: PathBuf,
     pub spec: Spec,
+    /// The config.json bytes the spec was parsed from.
+    pub raw_config: Vec<u8>,
 }
 
 impl Bundle {
@@ -47,7 +49,11 @@ impl Bundle {
             source,
         })?;
         let config_path = path.join("config.json");
-        let spec = read_config(&config_path)?;
+        let raw_config = std::fs::read(&config_path).map_err(|source| SpecError::ReadConfig {
+            path: config_path.clone(),
+            source,
+        })?;
+        let spec = parse_config(&config_path, &raw_config)?;
         let root = spec
             .root()
             .as_ref()
@@ -61,7 +67,12 @@ impl Bundle {
                 path: rootfs_configured,
             })?;
         validate(&spec)?;
-        Ok(Self { path, rootfs, spec })
+        Ok(Self {
+            path,
+            rootfs,
+            spec,
+            raw_config,
+        })
     }
 
     pub fn process(&self) -> &Process {
@@ -79,7 +90,11 @@ pub fn read_config(path: &Path) -> Result<Spec, SpecError> {
         path: path.to_path_buf(),
         source,
     })?;
-    serde_json::from_slice(&bytes).map_err(|source| SpecError::ParseConfig {
+    parse_config(path, &bytes)
+}
+
+fn parse_config(path: &Path, bytes: &[u8]) -> Result<Spec, SpecError> {
+    serde_json::from_slice(bytes).map_err(|source| SpecError::ParseConfig {
         path: path.to_path_buf(),
         source,
     })

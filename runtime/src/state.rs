@@ -5,7 +5,7 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use oci_spec::runtime::Spec;
+use oci_spec::runtime::Hooks;
 use serde::{Deserialize, Serialize};
 
 const STATE_FILE: &str = "state.json";
@@ -69,10 +69,14 @@ pub struct ContainerState {
     pub annotations: std::collections::HashMap<String, String>,
     /// The cgroup path the container's manager was built from.
     pub cgroup_path: PathBuf,
-    /// The spec the container was created from (hooks, namespaces and the
-    /// process defaults for exec come from here, not from the bundle, which
-    /// may change after create).
-    pub spec: Spec,
+    /// `ociVersion` of the spec the container was created from.
+    pub oci_version: String,
+    /// The spec's hooks (poststart and poststop run from later commands).
+    /// The whole spec is kept beside this file as `config.json`, read only
+    /// by the operations that need it (exec), so that start/delete/state
+    /// stay cheap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hooks: Option<Hooks>,
 }
 
 impl ContainerState {

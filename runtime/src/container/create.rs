@@ -155,8 +155,14 @@ impl Runtime {
             owner: owner_name(),
             annotations: bundle.spec.annotations().clone().unwrap_or_default(),
             cgroup_path,
-            spec: bundle.spec.clone(),
+            oci_version: bundle.spec.version().clone(),
+            hooks: bundle.spec.hooks().clone(),
         };
+        let config_copy = dir.join(super::CONFIG_COPY);
+        fs::write(&config_copy, &bundle.raw_config).map_err(RuntimeError::io(format!(
+            "writing {}",
+            config_copy.display()
+        )))?;
         state.save(&dir)?;
         if let Some(pid_file) = &opts.pid_file {
             write_pid_file(pid_file, init_pid.as_raw())?;
@@ -490,7 +496,8 @@ mod tests {
 
     #[test]
     fn passwd_lookup() {
-        let passwd = "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\nbad line\n";
+        let passwd =
+            "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\nbad line\n";
         assert_eq!(user_name_for(passwd, 1000).as_deref(), Some("alice"));
         assert_eq!(user_name_for(passwd, 0).as_deref(), Some("root"));
         assert_eq!(user_name_for(passwd, 5), None);

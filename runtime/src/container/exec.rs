@@ -64,7 +64,8 @@ impl Container {
             (false, Some(_)) => return Err(RuntimeError::ConsoleSocketUnused),
             _ => {}
         }
-        let linux = self.state.spec.linux().as_ref();
+        let spec = self.spec()?;
+        let linux = spec.linux().as_ref();
         let kinds: Vec<LinuxNamespaceType> = linux
             .and_then(|l| l.namespaces().as_deref())
             .unwrap_or_default()

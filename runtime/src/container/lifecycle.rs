@@ -65,7 +65,7 @@ impl Container {
             fifo_path.display()
         )))?;
         self.state.status = Status::Running;
-        if let Some(hooks_cfg) = self.state.spec.hooks() {
+        if let Some(hooks_cfg) = self.state.hooks.as_ref() {
             let poststart = hooks_cfg.poststart().as_deref().unwrap_or_default();
             if let Err(e) = hooks::run_all("poststart", poststart, &self.hook_state("running")) {
                 // The OCI spec makes a failing poststart hook a warning.
@@ -109,7 +109,7 @@ impl Container {
         cgroup.remove()?;
         std::fs::remove_dir_all(&self.dir)
             .map_err(RuntimeError::io(format!("removing {}", self.dir.display())))?;
-        if let Some(hooks_cfg) = self.state.spec.hooks() {
+        if let Some(hooks_cfg) = self.state.hooks.as_ref() {
             let poststop = hooks_cfg.poststop().as_deref().unwrap_or_default();
             if let Err(e) = hooks::run_all("poststop", poststop, &self.hook_state("stopped")) {
                 let _ = writeln!(std::io::stderr(), "berth-runc: warning: {e}");

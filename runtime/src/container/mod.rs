@@ -18,6 +18,8 @@ pub use exec::ExecOutcome;
 
 /// Where the host's cgroup hierarchies are mounted.
 pub(crate) const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+/// The spec a container was created from, kept in its state directory.
+pub(crate) const CONFIG_COPY: &str = "config.json";
 /// The fifo a created container's init waits on until `start`.
 pub(crate) const EXEC_FIFO: &str = "exec.fifo";
 
@@ -129,6 +131,12 @@ impl Container {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The spec the container was created from (not the bundle's current
+    /// config.json, which may have changed since).
+    pub fn spec(&self) -> Result<oci_spec::runtime::Spec, RuntimeError> {
+        Ok(crate::spec::read_config(&self.dir.join(CONFIG_COPY))?)
     }
 
     pub(crate) fn cgroup(&self) -> Result<CgroupManager, RuntimeError> {

@@ -86,8 +86,7 @@ pub fn run(args: &Args, g: &Globals) -> Result<i32> {
             // The spec recorded at create, not the bundle's (which may have
             // changed since).
             let base = c
-                .state()
-                .spec
+                .spec()?
                 .process()
                 .clone()
                 .ok_or_else(|| anyhow!("the container's spec has no process"))?;

@@ -36,7 +36,7 @@ pub struct StateView<'a> {
 impl<'a> StateView<'a> {
     pub fn new(s: &'a ContainerState) -> Self {
         Self {
-            oci_version: s.spec.version(),
+            oci_version: &s.oci_version,
             id: &s.id,
             pid: s.pid,
             status: s.status.to_string(),
@@ -74,11 +74,8 @@ mod tests {
             owner: String::new(),
             annotations: HashMap::new(),
             cgroup_path: "/berth/c1".into(),
-            spec: {
-                let mut spec = oci_spec::runtime::Spec::default();
-                spec.set_version("1.2.0".into());
-                spec
-            },
+            oci_version: "1.2.0".into(),
+            hooks: None,
         }
     }
 
