@@ -8,6 +8,7 @@
 //!
 //! Module map:
 //! - [`commands`]: one file per subcommand.
+//! - [`fast_args`]: a clap-free parser for the start-path commands.
 //! - [`logging`]: the `--log`/`--log-format` sink and RFC 3339 timestamps.
 //! - [`common`]: id validation, the default state root, loading containers.
 //! - [`foreground`]: signal forwarding, reaping and the terminal proxy behind
@@ -18,6 +19,7 @@
 
 mod commands;
 mod common;
+mod fast_args;
 mod features;
 mod foreground;
 mod logging;
@@ -99,7 +101,12 @@ fn main() -> ExitCode {
     // tools, rather than panic in println!.
     // SAFETY: plain signal(2) with SIG_DFL, before any other thread exists.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
-    let cli = match Cli::try_parse() {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let parsed = match fast_args::parse(&argv) {
+        Some(cli) => Ok(cli),
+        None => Cli::try_parse(),
+    };
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => {
             // Help goes to stdout with status 0; usage errors exit 1, as runc's do.
