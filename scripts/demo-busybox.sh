@@ -4,9 +4,14 @@
 set -euo pipefail
 
 repo="$(cd "$(dirname "$0")/.." && pwd)"
-runc="${BERTH_RUNC:-$repo/target/release/berth-runc}"
+runc="${BERTH_RUNC:-}"
+if [ -z "$runc" ]; then
+  for candidate in "$repo/target/x86_64-unknown-linux-gnu/release/berth-runc" "$repo/target/release/berth-runc" "$repo/target/debug/berth-runc"; do
+    [ -x "$candidate" ] && { runc="$candidate"; break; }
+  done
+fi
 busybox="$(command -v busybox)"
-[ -x "$runc" ] || { echo "build first: cargo build --release -p berth-runtime" >&2; exit 1; }
+[ -n "$runc" ] && [ -x "$runc" ] || { echo "build first: scripts/build-static.sh" >&2; exit 1; }
 case "$(file -b "$busybox" 2>/dev/null || echo static)" in
   *dynamic*) echo "need a static busybox (apt-get install busybox-static)" >&2; exit 1 ;;
 esac
