@@ -229,3 +229,28 @@ fn runtime_binary_cannot_be_overwritten_through_proc_exe() {
         }
     }
 }
+
+#[test]
+fn time_namespace_offsets_shift_the_clocks() {
+    require_root!();
+    // A boottime offset of 10 days shows in /proc/uptime inside the container.
+    let mut t = TestCase::new("timens");
+    t.spec()
+        .namespace("time", None)
+        .set(
+            "/linux/timeOffsets",
+            json!({"boottime": {"secs": 864000, "nanosecs": 0}, "monotonic": {"secs": 864000, "nanosecs": 0}}),
+        );
+    let out = t.sh_ok("cut -d. -f1 /proc/uptime");
+    let inside: u64 = out.trim().parse().expect("uptime is a number");
+    let host: f64 = std::fs::read_to_string("/proc/uptime")
+        .expect("host uptime")
+        .split_whitespace()
+        .next()
+        .and_then(|s| s.parse().ok())
+        .expect("host uptime number");
+    assert!(
+        inside as f64 >= host + 864000.0 - 5.0,
+        "uptime inside {inside} should be ~10 days ahead of the host's {host}"
+    );
+}
