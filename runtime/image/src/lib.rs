@@ -7,8 +7,10 @@
 //!   resumable ingests, garbage collection and a consistency check.
 //! - [`manifest`]: the JSON documents: OCI index/manifest, Docker schema2
 //!   manifest and manifest list, descriptors, the image config.
+//! - [`archive`]: `docker save`/`load` archives, OCI layouts, `import`.
 //! - [`images`]: named image records (reference → manifest/index descriptor).
 
+pub mod archive;
 pub mod content;
 pub mod digest;
 pub mod images;
