@@ -1,0 +1,11 @@
+//! Berth's engine services, shared by the daemon (Linux) and the guest agent
+//! (the VM on macOS and Windows).
+//!
+//! - [`images`]: pull, push, unpack, list, inspect, tag, remove, save, load,
+//!   import, and container root filesystems.
+//! - [`containers`]: container lifecycle and supervision.
+
+pub mod containers;
+pub mod images;
+
+pub use images::{ImageDetails, ImageError, ImageService, ImageSummary, Removed};
