@@ -1,0 +1,342 @@
+//! The Docker Engine API client the CLI uses for everything (on every OS the
+//! CLI only talks to the engine through its API).
+//!
+//! One HTTP/1.1 connection per request over the engine's Unix socket: the
+//! CLI makes a handful of requests per command, and a fresh connection per
+//! request keeps streaming responses (progress, logs) independent.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+use tokio::io::AsyncReadExt;
+use tokio::net::UnixStream;
+
+/// The API version the CLI speaks.
+pub const API_VERSION: &str = "1.45";
+
+/// Where the engine listens: `unix:///path` (the default is the root daemon's).
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    socket: PathBuf,
+}
+
+impl Endpoint {
+    /// `--host` first, then `BERTH_HOST`, then `DOCKER_HOST`-style defaults.
+    pub fn resolve(flag: Option<&str>) -> Result<Self> {
+        let host = flag
+            .map(str::to_string)
+            .or_else(|| std::env::var("BERTH_HOST").ok())
+            .unwrap_or_else(|| "unix:///run/berth/berth.sock".to_string());
+        Self::parse(&host)
+    }
+
+    pub fn parse(host: &str) -> Result<Self> {
+        match host.strip_prefix("unix://") {
+            Some(path) if !path.is_empty() => Ok(Self {
+                socket: PathBuf::from(path),
+            }),
+            _ if host.starts_with('/') => Ok(Self {
+                socket: PathBuf::from(host),
+            }),
+            _ => bail!("unsupported engine address {host:?}: use unix:///path/to/berth.sock"),
+        }
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+}
+
+/// An error response from the engine: its status and `message`.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Error response from daemon: {}", self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+pub type Body = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+
+#[derive(Debug, Clone)]
+pub struct Client {
+    endpoint: Endpoint,
+}
+
+impl Client {
+    pub fn new(endpoint: Endpoint) -> Self {
+        Self { endpoint }
+    }
+
+    fn uri(path_and_query: &str) -> String {
+        format!("http://berth/v{API_VERSION}{path_and_query}")
+    }
+
+    /// Sends a request and returns the response, turning error statuses into
+    /// [`ApiError`].
+    pub async fn send(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Body,
+        headers: &[(&str, String)],
+    ) -> Result<Response<Incoming>> {
+        let stream = UnixStream::connect(self.endpoint.socket())
+            .await
+            .with_context(|| {
+                format!(
+                    "Cannot connect to the Berth daemon at unix://{}. Is the berth daemon running?",
+                    self.endpoint.socket().display()
+                )
+            })?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .context("talking to the Berth daemon")?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let mut request = Request::builder()
+            .method(method)
+            .uri(Self::uri(path_and_query))
+            .header("Host", "berth")
+            .header(
+                "User-Agent",
+                concat!("berth-cli/", env!("CARGO_PKG_VERSION")),
+            );
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        let request = request.body(body).context("building the request")?;
+        let response = sender
+            .send_request(request)
+            .await
+            .context("sending the request to the Berth daemon")?;
+        if response.status().is_client_error() || response.status().is_server_error() {
+            let status = response.status();
+            let bytes = response
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            let message = serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|v| {
+                    v.get("message")
+                        .and_then(|m| m.as_str())
+                        .map(str::to_string)
+                })
+                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).trim().to_string());
+            return Err(ApiError { status, message }.into());
+        }
+        Ok(response)
+    }
+
+    pub fn empty() -> Body {
+        Full::new(Bytes::new())
+            .map_err(|never| match never {})
+            .boxed()
+    }
+
+    pub fn json_body(value: &serde_json::Value) -> Body {
+        Full::new(Bytes::from(value.to_string()))
+            .map_err(|never| match never {})
+            .boxed()
+    }
+
+    /// A request body streamed from an async reader (load, import).
+    pub fn reader_body<R: tokio::io::AsyncRead + Unpin + Send + Sync + 'static>(reader: R) -> Body {
+        let stream = futures_stream(reader);
+        BodyExt::boxed(StreamBody::new(stream))
+    }
+
+    pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let response = self.send(Method::GET, path, Self::empty(), &[]).await?;
+        read_json(response).await
+    }
+
+    pub async fn post_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<T> {
+        let (body, headers) = match body {
+            Some(v) => (
+                Self::json_body(v),
+                vec![("Content-Type", "application/json".to_string())],
+            ),
+            None => (Self::empty(), Vec::new()),
+        };
+        let response = self.send(Method::POST, path, body, &headers).await?;
+        read_json(response).await
+    }
+
+    /// POST/DELETE where only success matters.
+    pub async fn call(&self, method: Method, path: &str) -> Result<Response<Incoming>> {
+        self.send(method, path, Self::empty(), &[]).await
+    }
+}
+
+/// Reads a whole JSON response.
+pub async fn read_json<T: DeserializeOwned>(response: Response<Incoming>) -> Result<T> {
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .context("reading the daemon's response")?
+        .to_bytes();
+    if bytes.is_empty() {
+        return serde_json::from_str("null").map_err(|e| anyhow!("empty response: {e}"));
+    }
+    serde_json::from_slice(&bytes).context("the daemon's response is not the JSON expected")
+}
+
+/// Calls `line` for each newline-delimited JSON object of a streamed
+/// response (pull/push progress, load output, events).
+pub async fn for_each_json_line(
+    response: Response<Incoming>,
+    mut line: impl FnMut(serde_json::Value) -> Result<()>,
+) -> Result<()> {
+    let mut body = response.into_body();
+    let mut pending: Vec<u8> = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.context("reading the daemon's stream")?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        pending.extend_from_slice(&data);
+        while let Some(pos) = pending.iter().position(|b| *b == b'\n') {
+            let raw: Vec<u8> = pending.drain(..=pos).collect();
+            let text = String::from_utf8_lossy(&raw);
+            let text = text.trim();
+            if !text.is_empty() {
+                line(serde_json::from_str(text).context("malformed stream line")?)?;
+            }
+        }
+    }
+    let text = String::from_utf8_lossy(&pending);
+    if !text.trim().is_empty() {
+        line(serde_json::from_str(text.trim()).context("malformed stream line")?)?;
+    }
+    Ok(())
+}
+
+/// Copies a response body into `out`.
+pub async fn copy_body_to(
+    response: Response<Incoming>,
+    out: &mut (impl tokio::io::AsyncWrite + Unpin),
+) -> Result<u64> {
+    use tokio::io::AsyncWriteExt;
+    let mut body = response.into_body();
+    let mut total = 0;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.context("reading the daemon's stream")?;
+        if let Ok(data) = frame.into_data() {
+            out.write_all(&data).await.context("writing output")?;
+            total += data.len() as u64;
+        }
+    }
+    out.flush().await.context("writing output")?;
+    Ok(total)
+}
+
+type ChunkStream = std::pin::Pin<
+    Box<dyn futures_core::Stream<Item = Result<Frame<Bytes>, std::io::Error>> + Send + Sync>,
+>;
+
+fn futures_stream<R: tokio::io::AsyncRead + Unpin + Send + Sync + 'static>(
+    reader: R,
+) -> ChunkStream {
+    Box::pin(ReaderStream {
+        reader,
+        done: false,
+    })
+}
+
+/// A tiny `Stream` over an `AsyncRead`, in 256 KiB frames.
+struct ReaderStream<R> {
+    reader: R,
+    done: bool,
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> futures_core::Stream for ReaderStream<R> {
+    type Item = Result<Frame<Bytes>, std::io::Error>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        if self.done {
+            return Poll::Ready(None);
+        }
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut read_buf = tokio::io::ReadBuf::new(&mut buf);
+        let this = &mut *self;
+        match std::pin::Pin::new(&mut this.reader).poll_read(cx, &mut read_buf) {
+            Poll::Ready(Ok(())) => {
+                let n = read_buf.filled().len();
+                if n == 0 {
+                    this.done = true;
+                    return Poll::Ready(None);
+                }
+                buf.truncate(n);
+                Poll::Ready(Some(Ok(Frame::data(Bytes::from(buf)))))
+            }
+            Poll::Ready(Err(e)) => {
+                this.done = true;
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// Reads all of stdin (for `load` without `-i`), refusing a terminal.
+pub async fn read_stdin_all() -> Result<Vec<u8>> {
+    let mut data = Vec::new();
+    tokio::io::stdin()
+        .read_to_end(&mut data)
+        .await
+        .context("reading standard input")?;
+    Ok(data)
+}
+
+/// Percent-encodes a query.
+pub fn query(pairs: &[(&str, &str)]) -> String {
+    let mut s = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        s.append_pair(k, v);
+    }
+    let q = s.finish();
+    if q.is_empty() {
+        q
+    } else {
+        format!("?{q}")
+    }
+}
+
+/// Percent-encodes one path segment (image names contain `/` and `:`, which
+/// the engine routes on, so they stay as they are; only unsafe bytes are escaped).
+pub fn path_segment(name: &str) -> String {
+    name.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'/' | b':' | b'@' => {
+                (b as char).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}

@@ -1,0 +1,88 @@
+//! The commands, grouped as Docker groups them.
+
+mod auth;
+mod images;
+mod system;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use crate::client::{Client, Endpoint};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "berth",
+    version,
+    about = "Berth: containers, fast and lean. Docker's commands, over the Docker Engine API."
+)]
+pub struct Cli {
+    /// Engine to talk to (unix:///path); default $BERTH_HOST or unix:///run/berth/berth.sock.
+    #[arg(short = 'H', long, global = true, value_name = "HOST")]
+    pub host: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show the client and engine versions.
+    Version(system::VersionArgs),
+    /// Display system-wide information.
+    Info(system::FormatArgs),
+    /// List images.
+    Images(images::ListArgs),
+    /// Download an image from a registry.
+    Pull(images::PullArgs),
+    /// Upload an image to a registry.
+    Push(images::PushArgs),
+    /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE.
+    Tag(images::TagArgs),
+    /// Remove one or more images.
+    Rmi(images::RemoveArgs),
+    /// Save one or more images to a tar archive (streamed to STDOUT by default).
+    Save(images::SaveArgs),
+    /// Load images from a tar archive or STDIN.
+    Load(images::LoadArgs),
+    /// Import the contents from a tarball to create a filesystem image.
+    Import(images::ImportArgs),
+    /// Show the history of an image.
+    History(images::HistoryArgs),
+    /// Return low-level information on images.
+    Inspect(images::InspectArgs),
+    /// Manage images.
+    #[command(subcommand)]
+    Image(images::ImageCommand),
+    /// Manage the engine.
+    #[command(subcommand)]
+    System(system::SystemCommand),
+    /// Log in to a registry.
+    Login(auth::LoginArgs),
+    /// Log out from a registry.
+    Logout(auth::LogoutArgs),
+}
+
+pub async fn run(cli: Cli) -> Result<ExitCode> {
+    let client = Client::new(Endpoint::resolve(cli.host.as_deref())?);
+    match cli.command {
+        Command::Version(a) => system::version(&client, &a).await,
+        Command::Info(a) => system::info(&client, &a).await,
+        Command::Images(a) => images::list(&client, &a).await,
+        Command::Pull(a) => images::pull(&client, &a).await,
+        Command::Push(a) => images::push(&client, &a).await,
+        Command::Tag(a) => images::tag(&client, &a).await,
+        Command::Rmi(a) => images::remove(&client, &a).await,
+        Command::Save(a) => images::save(&client, &a).await,
+        Command::Load(a) => images::load(&client, &a).await,
+        Command::Import(a) => images::import(&client, &a).await,
+        Command::History(a) => images::history(&client, &a).await,
+        Command::Inspect(a) => images::inspect(&client, &a).await,
+        Command::Image(c) => images::image_command(&client, c).await,
+        Command::System(c) => system::system_command(&client, c).await,
+        Command::Login(a) => auth::login(&client, &a).await,
+        Command::Logout(a) => auth::logout(&a).await,
+    }
+    .map(|()| ExitCode::SUCCESS)
+}

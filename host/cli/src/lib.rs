@@ -1,0 +1,44 @@
+//! The `berth` command line. Every command talks to the engine through the
+//! Docker Engine API ([`client`]), on every OS; output follows Docker's CLI
+//! ([`format`]), and pull/push progress is drawn by [`progress`].
+
+pub mod client;
+pub mod commands;
+pub mod format;
+pub mod progress;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+pub use commands::Cli;
+
+/// Runs the CLI with the process's arguments; returns the exit code
+/// (1 for engine errors, 125 for usage errors, as `docker`).
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 125 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("berth: starting the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(commands::run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("{e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
