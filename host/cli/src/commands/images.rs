@@ -703,6 +703,40 @@ pub async fn prune(client: &Client, args: &PruneArgs) -> Result<()> {
     Ok(())
 }
 
+/// The pull `run` and `create` do when the image is missing: progress as
+/// plain lines on stderr, so stdout stays the container's.
+pub async fn pull_quietly_to_stderr(client: &Client, name: &str) -> Result<()> {
+    let (image, tag) = split_for_create(name);
+    let mut pairs = vec![("fromImage", image.as_str())];
+    if !tag.is_empty() {
+        pairs.push(("tag", tag.as_str()));
+    }
+    let response = client
+        .call(Method::POST, &format!("/images/create{}", query(&pairs)))
+        .await?;
+    let mut last: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    client::for_each_json_line(response, |message| {
+        if let Some(error) = message.get("error").and_then(Value::as_str) {
+            bail!("{error}");
+        }
+        let status = message
+            .get("status")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        match message.get("id").and_then(Value::as_str) {
+            Some(id) if last.get(id).map(String::as_str) != Some(status) => {
+                last.insert(id.to_string(), status.to_string());
+                eprintln!("{id}: {status}");
+            }
+            Some(_) => {}
+            None if !status.is_empty() => eprintln!("{status}"),
+            None => {}
+        }
+        Ok(())
+    })
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

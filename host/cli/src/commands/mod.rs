@@ -1,6 +1,7 @@
 //! The commands, grouped as Docker groups them.
 
 mod auth;
+mod containers;
 mod images;
 mod system;
 
@@ -28,6 +29,26 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Create and run a new container from an image.
+    Run(containers::RunArgs),
+    /// Create a new container.
+    Create(containers::CreateArgs),
+    /// Start one or more stopped containers.
+    Start(containers::ContainersArgs),
+    /// Stop one or more running containers.
+    Stop(containers::StopArgs),
+    /// Restart one or more containers.
+    Restart(containers::StopArgs),
+    /// Kill one or more running containers.
+    Kill(containers::KillArgs),
+    /// Remove one or more containers.
+    Rm(containers::RmArgs),
+    /// List containers.
+    Ps(containers::PsArgs),
+    /// Fetch the logs of a container.
+    Logs(containers::LogsArgs),
+    /// Block until one or more containers stop, then print their exit codes.
+    Wait(containers::ContainersArgs),
     /// Show the client and engine versions.
     Version(system::VersionArgs),
     /// Display system-wide information.
@@ -66,7 +87,25 @@ pub enum Command {
 
 pub async fn run(cli: Cli) -> Result<ExitCode> {
     let client = Client::new(Endpoint::resolve(cli.host.as_deref())?);
+    let done = |r: Result<()>| r.map(|()| ExitCode::SUCCESS);
     match cli.command {
+        Command::Run(a) => containers::run(&client, &a).await,
+        Command::Create(a) => done(containers::create(&client, &a).await),
+        Command::Start(a) => done(containers::start(&client, &a).await),
+        Command::Stop(a) => done(containers::stop(&client, &a, false).await),
+        Command::Restart(a) => done(containers::stop(&client, &a, true).await),
+        Command::Kill(a) => done(containers::kill(&client, &a).await),
+        Command::Rm(a) => done(containers::rm(&client, &a).await),
+        Command::Ps(a) => done(containers::ps(&client, &a).await),
+        Command::Logs(a) => done(containers::logs(&client, &a).await),
+        Command::Wait(a) => done(containers::wait(&client, &a).await),
+        other => done(run_other(&client, other).await),
+    }
+}
+
+async fn run_other(client: &Client, command: Command) -> Result<()> {
+    let client = client.clone();
+    match command {
         Command::Version(a) => system::version(&client, &a).await,
         Command::Info(a) => system::info(&client, &a).await,
         Command::Images(a) => images::list(&client, &a).await,
@@ -83,6 +122,16 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::System(c) => system::system_command(&client, c).await,
         Command::Login(a) => auth::login(&client, &a).await,
         Command::Logout(a) => auth::logout(&a).await,
+        // Handled in `run`.
+        Command::Run(_)
+        | Command::Create(_)
+        | Command::Start(_)
+        | Command::Stop(_)
+        | Command::Restart(_)
+        | Command::Kill(_)
+        | Command::Rm(_)
+        | Command::Ps(_)
+        | Command::Logs(_)
+        | Command::Wait(_) => Ok(()),
     }
-    .map(|()| ExitCode::SUCCESS)
 }
