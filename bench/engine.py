@@ -1,0 +1,188 @@
+#!/usr/bin/env python3
+"""Engine benchmark: the same `docker` CLI against Berth's socket and against dockerd.
+
+Measured in one run, interleaved, medians of N:
+  run_rm       docker run --rm busybox true
+  run_d_rm     docker run -d busybox sleep 60, then docker rm -f
+  ps_50        docker ps with 50 running containers
+  start_50     50 `docker run -d` started concurrently (wall time of the batch)
+and the daemons' idle memory (PSS of berth daemon + its helpers vs dockerd + containerd).
+
+Both engines get private sockets and data roots; dockerd runs with networking off
+(--bridge none, no iptables), containers with --network none, so nothing leaves the
+machine. busybox is imported into both from the host's busybox-static.
+
+Needs root, docker (client), docker.io (dockerd), busybox-static, and a built
+`berth` (target/release or target/debug).
+"""
+
+import argparse
+import concurrent.futures
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def find_berth():
+    for p in ("target/x86_64-unknown-linux-gnu/release/berth", "target/release/berth", "target/debug/berth"):
+        path = os.path.join(REPO, p)
+        if os.path.isfile(path):
+            return path
+    sys.exit("build berth first: cargo build --release -p berth")
+
+
+def wait_for_socket(sock, proc, what, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"{what} exited during startup (status {proc.returncode})")
+        r = subprocess.run(["docker", "-H", f"unix://{sock}", "version"], capture_output=True)
+        if r.returncode == 0:
+            return
+        time.sleep(0.1)
+    sys.exit(f"{what} did not answer on {sock} within {timeout}s")
+
+
+class Engine:
+    def __init__(self, name, sock, proc, pids_fn):
+        self.name, self.sock, self.proc, self.pids_fn = name, sock, proc, pids_fn
+
+    def docker(self, *args, check=True):
+        r = subprocess.run(["docker", "-H", f"unix://{self.sock}", *args], capture_output=True, text=True)
+        if check and r.returncode != 0:
+            raise RuntimeError(f"{self.name}: docker {' '.join(args)} failed: {r.stderr.strip()}")
+        return r
+
+
+def start_berth(work):
+    root = os.path.join(work, "berth")
+    os.makedirs(root)
+    sock = os.path.join(root, "berth.sock")
+    proc = subprocess.Popen(
+        [find_berth(), "daemon", "--host", f"unix://{sock}", "--data-root", os.path.join(root, "data")],
+        stdout=subprocess.DEVNULL, stderr=open(os.path.join(root, "daemon.log"), "w"))
+    wait_for_socket(sock, proc, "berth daemon")
+    return Engine("berth", sock, proc, lambda: descendants(proc.pid, include_self=True))
+
+
+def start_dockerd(work):
+    root = os.path.join(work, "docker")
+    os.makedirs(root)
+    sock = os.path.join(root, "docker.sock")
+    proc = subprocess.Popen(
+        ["dockerd", "--data-root", os.path.join(root, "data"), "--exec-root", os.path.join(root, "exec"),
+         "--pidfile", os.path.join(root, "docker.pid"), "--host", f"unix://{sock}",
+         "--bridge", "none", "--iptables=false", "--ip-masq=false", "--ip-forward=false",
+         "--storage-driver", "overlay2"],
+        stdout=subprocess.DEVNULL, stderr=open(os.path.join(root, "dockerd.log"), "w"))
+    wait_for_socket(sock, proc, "dockerd")
+    return Engine("dockerd", sock, proc, lambda: descendants(proc.pid, include_self=True))
+
+
+def descendants(pid, include_self=False):
+    out = [pid] if include_self else []
+    try:
+        children = open(f"/proc/{pid}/task/{pid}/children").read().split()
+    except OSError:
+        return out
+    for c in children:
+        out.extend(descendants(int(c), include_self=True))
+    return out
+
+
+def pss_kib(pids):
+    total = 0
+    for pid in pids:
+        try:
+            for line in open(f"/proc/{pid}/smaps_rollup"):
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def busybox_tar(work):
+    path = os.path.join(work, "busybox.tar")
+    with tarfile.open(path, "w") as t:
+        t.add("/bin/busybox", arcname="bin/busybox")
+        for applet in ("sh", "true", "sleep", "echo"):
+            info = tarfile.TarInfo(f"bin/{applet}")
+            info.type = tarfile.SYMTYPE
+            info.linkname = "busybox"
+            t.addfile(info)
+    return path
+
+
+def timed(fn):
+    t = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t) * 1000
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("-n", type=int, default=10, help="iterations per measurement")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("run as root")
+    work = tempfile.mkdtemp(prefix="berth-bench-engine-")
+    engines = []
+    try:
+        engines = [start_berth(work), start_dockerd(work)]
+        tar = busybox_tar(work)
+        for e in engines:
+            e.docker("import", tar, "busybox:latest")
+        time.sleep(1)
+        idle = {e.name: pss_kib(e.pids_fn()) for e in engines}
+        results = {e.name: {} for e in engines}
+
+        def record(e, key, ms):
+            results[e.name].setdefault(key, []).append(ms)
+
+        for _ in range(args.n):
+            for e in engines:
+                record(e, "run_rm", timed(lambda: e.docker("run", "--rm", "--network", "none", "busybox", "true")))
+                def run_d_rm():
+                    cid = e.docker("run", "-d", "--network", "none", "busybox", "sleep", "60").stdout.strip()
+                    e.docker("rm", "-f", cid)
+                record(e, "run_d_rm", timed(run_d_rm))
+        for e in engines:
+            def one(_):
+                return e.docker("run", "-d", "--network", "none", "busybox", "sleep", "300").stdout.strip()
+            with concurrent.futures.ThreadPoolExecutor(max_workers=50) as pool:
+                t = time.perf_counter()
+                ids = list(pool.map(one, range(50)))
+                record(e, "start_50", (time.perf_counter() - t) * 1000)
+            for _ in range(args.n):
+                record(e, "ps_50", timed(lambda: e.docker("ps")))
+            e.docker("rm", "-f", *ids, check=False)
+
+        print(f"{args.n} iterations; medians in ms; ratio = berth / dockerd")
+        print(f"{'measurement':<12} {'berth':>10} {'dockerd':>10} {'ratio':>8}")
+        for key in ("run_rm", "run_d_rm", "ps_50", "start_50"):
+            b = statistics.median(results["berth"][key])
+            d = statistics.median(results["dockerd"][key])
+            print(f"{key:<12} {b:>10.1f} {d:>10.1f} {b / d:>8.2f}")
+        b, d = idle["berth"], idle["dockerd"]
+        print(f"{'idle PSS KiB':<12} {b:>10} {d:>10} {b / d:>8.2f}   (dockerd includes its containerd)")
+    finally:
+        for e in engines:
+            e.proc.terminate()
+            try:
+                e.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                e.proc.kill()
+        subprocess.run(["umount", "-R", "-l", work], capture_output=True)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
