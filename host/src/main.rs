@@ -1,19 +1,38 @@
-//! The `berth` command. The engine daemon and its CLI land with the engine
-//! issue; until then this binary only reports its version and points at the
-//! runtime binary, `berth-runc`, which runs OCI bundles today.
+//! The `berth` command: `berth daemon` serves the engine (Linux: in-process);
+//! every other command is the CLI, which talks to an engine only through
+//! the Docker Engine API (see the `berth-cli` crate).
 
-fn main() {
-    let arg = std::env::args().nth(1);
-    match arg.as_deref() {
-        Some("version") | Some("--version") | Some("-V") => {
-            println!("berth {}", env!("CARGO_PKG_VERSION"));
-        }
-        _ => {
-            eprintln!(
-                "berth {}: the engine CLI is not built yet; use `berth-runc` to run OCI bundles",
-                env!("CARGO_PKG_VERSION")
-            );
-            std::process::exit(2);
-        }
+mod daemon;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// `berth daemon …` on its own, so the CLI's parser never sees daemon flags.
+#[derive(Parser)]
+#[command(
+    name = "berth daemon",
+    about = "Serve the Docker Engine API on a local socket"
+)]
+struct DaemonCli {
+    #[command(flatten)]
+    args: daemon::DaemonArgs,
+}
+
+fn main() -> ExitCode {
+    let mut argv = std::env::args_os();
+    let program = argv.next();
+    let first = argv.next();
+    if first.as_deref() == Some(std::ffi::OsStr::new("daemon")) {
+        let rest = program.into_iter().chain(argv);
+        let cli = DaemonCli::parse_from(rest);
+        return match daemon::run(cli.args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("berth: {e:#}");
+                ExitCode::from(1)
+            }
+        };
     }
+    berth_cli::main()
 }

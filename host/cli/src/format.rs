@@ -6,6 +6,10 @@ use serde_json::Value;
 /// Sizes as Docker shows them: decimal units, 3 significant digits ("4.26MB").
 pub fn human_size(bytes: f64) -> String {
     const UNITS: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
+    // (An empty float sum is -0.0.)
+    if bytes.is_nan() || bytes <= 0.0 {
+        return "0B".to_string();
+    }
     let mut value = bytes;
     let mut unit = 0;
     while value >= 1000.0 && unit < UNITS.len() - 1 {

@@ -83,6 +83,11 @@ pub enum Command {
     Login(auth::LoginArgs),
     /// Log out from a registry.
     Logout(auth::LogoutArgs),
+    /// Run the engine: serve the Docker Engine API on a local socket (see `berth daemon --help`).
+    Daemon {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 pub async fn run(cli: Cli) -> Result<ExitCode> {
@@ -133,5 +138,7 @@ async fn run_other(client: &Client, command: Command) -> Result<()> {
         | Command::Ps(_)
         | Command::Logs(_)
         | Command::Wait(_) => Ok(()),
+        // The `berth` binary runs the daemon before the CLI parses anything.
+        Command::Daemon { .. } => anyhow::bail!("`berth daemon` is run by the berth binary itself"),
     }
 }
