@@ -533,7 +533,7 @@ impl ImageService {
                     detail: e.to_string(),
                 })?;
             let manifest = Descriptor::new(
-                &image.manifest.media_type,
+                image.manifest.media_type,
                 manifest_digest.clone(),
                 image.manifest.size(),
             );

@@ -1,2 +1,1117 @@
 //! Containers: create from an image, supervise through a per-container
-//! monitor process, stop, remove, logs, exec. (Being written.)
+//! monitor process, stop, remove, logs, exec — with Docker's semantics.
+//!
+//! [`ContainerService`] is the daemon's side. Every container has a
+//! directory `<root>/containers/<id>/` (see [`store`] for the layout) with
+//! its record, its OCI bundle and its logs. While it runs, a monitor process
+//! of its own ([`monitor`], the `berth-monitor` binary) is its parent, holds
+//! its stdio, writes its logs, serves attach, records its exit and applies
+//! the restart policy: containers keep running when the daemon stops, and
+//! [`ContainerService::open`] adopts them again.
+//!
+//! Networking is not done yet: `bridge` (the default) is a new network
+//! namespace with only loopback; `host` shares the host's; `none` is like
+//! bridge.
+
+pub mod attach;
+mod error;
+pub mod logs;
+pub mod monitor;
+mod names;
+mod spec;
+pub mod store;
+mod types;
+
+pub use error::ContainerError;
+pub use types::*;
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use berth_runtime::container::Runtime;
+use nix::sys::signal::Signal;
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::images::{ImageError, ImageService};
+use names::Names;
+
+type Result<T, E = ContainerError> = std::result::Result<T, E>;
+
+/// How to start a monitor: `program args… run <dir> <runtime-root>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MonitorCommand {
+    pub program: PathBuf,
+    /// Arguments before the monitor's own (e.g. a hidden subcommand when the
+    /// daemon's binary doubles as the monitor).
+    pub args: Vec<String>,
+}
+
+impl Default for MonitorCommand {
+    /// `berth-monitor` next to the running executable.
+    fn default() -> Self {
+        let program = std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(|d| d.join("berth-monitor")))
+            .unwrap_or_else(|| PathBuf::from("berth-monitor"));
+        Self {
+            program,
+            args: Vec::new(),
+        }
+    }
+}
+
+/// Where the service keeps things.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceConfig {
+    /// Data root: `containers/` and `names/` below it.
+    pub root: PathBuf,
+    /// The OCI runtime's state root (runc's `--root`).
+    pub runtime_root: PathBuf,
+    pub monitor: MonitorCommand,
+}
+
+impl ServiceConfig {
+    /// `root`, with the runtime state in `<root>/runtime` and the default
+    /// monitor.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        let root = root.into();
+        Self {
+            runtime_root: root.join("runtime"),
+            root,
+            monitor: MonitorCommand::default(),
+        }
+    }
+}
+
+struct ExecRecord {
+    container_id: String,
+    config: ExecConfig,
+    running: bool,
+    exit_code: Option<i32>,
+    pid: i32,
+    pid_file: PathBuf,
+}
+
+struct Inner {
+    cfg: ServiceConfig,
+    images: Arc<ImageService>,
+    names: Names,
+    /// Attach requests for containers not started yet, served by `start`.
+    pending_attach: Mutex<HashMap<String, Vec<oneshot::Sender<UnixStream>>>>,
+    execs: Mutex<HashMap<String, ExecRecord>>,
+}
+
+/// The container service; cheap to clone, shareable across threads.
+#[derive(Clone)]
+pub struct ContainerService {
+    inner: Arc<Inner>,
+}
+
+/// A running exec: the process's stdio (pipes) and its exit code.
+pub struct ExecSession {
+    pub stdin: Option<ChildStdin>,
+    pub stdout: Option<ChildStdout>,
+    pub stderr: Option<ChildStderr>,
+    child: Child,
+    exec_id: String,
+    service: ContainerService,
+}
+
+impl ExecSession {
+    /// Waits for the process; returns its exit code (128+signal if killed;
+    /// 126/127 when it could not be started).
+    pub fn wait(mut self) -> Result<i32> {
+        drop(self.stdin.take());
+        let status = self
+            .child
+            .wait()
+            .map_err(ContainerError::io("waiting for the exec helper"))?;
+        let code = status.code().unwrap_or(137);
+        self.service.finish_exec(&self.exec_id, code);
+        Ok(code)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn is_mounted(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(a), Some(Ok(b))) = (fs::metadata(path), path.parent().map(fs::metadata)) else {
+        return false;
+    };
+    a.dev() != b.dev()
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ContainerError::Task(e.to_string()))?
+}
+
+impl ContainerService {
+    /// Opens the service on `cfg.root`, adopting containers whose monitor
+    /// still runs and marking the others exited (live restore).
+    pub fn open(cfg: ServiceConfig, images: Arc<ImageService>) -> Result<Self> {
+        let containers = cfg.root.join("containers");
+        fs::create_dir_all(&containers).map_err(ContainerError::io(format!(
+            "creating {}",
+            containers.display()
+        )))?;
+        fs::create_dir_all(&cfg.runtime_root).map_err(ContainerError::io(format!(
+            "creating {}",
+            cfg.runtime_root.display()
+        )))?;
+        let names = Names::open(cfg.root.join("names"))?;
+        let service = Self {
+            inner: Arc::new(Inner {
+                cfg,
+                images,
+                names,
+                pending_attach: Mutex::new(HashMap::new()),
+                execs: Mutex::new(HashMap::new()),
+            }),
+        };
+        for id in service.ids() {
+            service.restore(&id);
+        }
+        Ok(service)
+    }
+
+    fn dir(&self, id: &str) -> PathBuf {
+        self.inner.cfg.root.join("containers").join(id)
+    }
+
+    fn runtime(&self) -> Runtime {
+        Runtime::new(&self.inner.cfg.runtime_root, false)
+    }
+
+    fn ids(&self) -> Vec<String> {
+        let Ok(entries) = fs::read_dir(self.inner.cfg.root.join("containers")) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.len() == 64 && n.chars().all(|c| c.is_ascii_hexdigit()))
+            .collect()
+    }
+
+    fn monitor_alive(record: &ContainerRecord) -> bool {
+        record.state.monitor_pid > 0
+            && store::process_alive(record.state.monitor_pid, record.state.monitor_start_time)
+    }
+
+    /// Reconciles one container after a daemon restart.
+    fn restore(&self, id: &str) {
+        let dir = self.dir(id);
+        let Ok(record) = store::read_record(&dir) else {
+            return;
+        };
+        if Self::monitor_alive(&record) {
+            return;
+        }
+        if record.state.status == Status::Removing {
+            let _ = self.remove_now(id, &record);
+            return;
+        }
+        if record.state.status.is_active() || record.state.monitor_pid != 0 {
+            // The monitor died: the container cannot be supervised any more.
+            if let Ok(c) = self.runtime().load(id) {
+                let _ = c.delete(true);
+            }
+            let _ = store::update_record(&dir, |r| {
+                if r.state.status.is_active() {
+                    r.state.status = Status::Exited;
+                    r.state.exit_code = 137;
+                    r.state.finished_at = store::now_rfc3339();
+                    r.state.error = "the container's monitor process died".into();
+                    r.state.exits += 1;
+                }
+                r.state.pid = 0;
+                r.state.monitor_pid = 0;
+                r.state.monitor_start_time = 0;
+            });
+        }
+        if let Ok(r) = store::read_record(&dir) {
+            if r.config.host_config.auto_remove && r.state.status == Status::Exited {
+                let _ = self.remove_now(id, &r);
+            }
+        }
+    }
+
+    // ---- lookup --------------------------------------------------------
+
+    /// Full id for an id, a name (with or without `/`) or a unique id prefix.
+    pub fn resolve(&self, reference: &str) -> Result<String> {
+        let not_found = || ContainerError::NoSuchContainer(reference.to_string());
+        if reference.is_empty() {
+            return Err(not_found());
+        }
+        if reference.len() == 64 && self.dir(reference).join(store::STATE_FILE).exists() {
+            return Ok(reference.to_string());
+        }
+        let bare = reference.strip_prefix('/').unwrap_or(reference);
+        if let Some(id) = self.inner.names.owner(bare).filter(|id| !id.is_empty()) {
+            if self.dir(&id).join(store::STATE_FILE).exists() {
+                return Ok(id);
+            }
+        }
+        if reference.chars().all(|c| c.is_ascii_hexdigit()) {
+            let matches: Vec<String> = self
+                .ids()
+                .into_iter()
+                .filter(|id| id.starts_with(reference))
+                .collect();
+            match matches.len() {
+                1 => return Ok(matches.into_iter().next().unwrap_or_default()),
+                0 => {}
+                _ => {
+                    return Err(ContainerError::InvalidParameter(format!(
+                        "multiple IDs found with provided prefix: {reference}"
+                    )))
+                }
+            }
+        }
+        Err(not_found())
+    }
+
+    fn load(&self, reference: &str) -> Result<(String, PathBuf, ContainerRecord)> {
+        let id = self.resolve(reference)?;
+        let dir = self.dir(&id);
+        let record = store::read_record(&dir).map_err(|e| match e {
+            ContainerError::Io { .. } => ContainerError::NoSuchContainer(reference.to_string()),
+            e => e,
+        })?;
+        Ok((id, dir, record))
+    }
+
+    // ---- create --------------------------------------------------------
+
+    /// Creates a container (Docker's `POST /containers/create`); returns its id.
+    pub async fn create(&self, req: ContainerCreate) -> Result<String> {
+        let id = store::random_id()?;
+        let name = match req.name.as_deref().filter(|n| !n.is_empty()) {
+            Some(n) => {
+                let bare = names::normalize(n)?;
+                self.inner.names.reserve(&bare, &id)?;
+                bare
+            }
+            None => {
+                let mut retry = 0;
+                loop {
+                    let candidate = names::generate(retry);
+                    match self.inner.names.reserve(&candidate, &id) {
+                        Ok(()) => break candidate,
+                        Err(ContainerError::NameConflict(..)) if retry < 20 => retry += 1,
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        };
+        let dir = self.dir(&id);
+        let result = self.create_in(&id, &name, &dir, req).await;
+        if result.is_err() {
+            let rootfs = dir.join("rootfs");
+            if is_mounted(&rootfs) {
+                let _ = berth_snapshot::unmount(&rootfs);
+            }
+            let _ = self.inner.images.remove_rootfs(&id);
+            let _ = fs::remove_dir_all(&dir);
+            self.inner.names.release(&name, &id);
+        }
+        result.map(|()| id)
+    }
+
+    async fn create_in(
+        &self,
+        id: &str,
+        name: &str,
+        dir: &Path,
+        req: ContainerCreate,
+    ) -> Result<()> {
+        if req.image.is_empty() {
+            return Err(ContainerError::InvalidParameter(
+                "no image specified".into(),
+            ));
+        }
+        // Cheap checks before anything is unpacked.
+        spec::capabilities(&req)?;
+        spec::security_options(&req.host_config.security_opt)?;
+        match req.host_config.restart_policy.name.as_str() {
+            "" | "no" | "always" | "unless-stopped" | "on-failure" => {}
+            other => {
+                return Err(ContainerError::InvalidParameter(format!(
+                    "invalid restart policy '{other}'"
+                )))
+            }
+        }
+        if req.host_config.auto_remove
+            && !matches!(req.host_config.restart_policy.name.as_str(), "" | "no")
+        {
+            return Err(ContainerError::InvalidParameter(
+                "can't create 'AutoRemove' container with restart policy".into(),
+            ));
+        }
+        fs::create_dir_all(dir.join("rootfs"))
+            .map_err(ContainerError::io(format!("creating {}", dir.display())))?;
+        let (mounts, details) = self
+            .inner
+            .images
+            .prepare_rootfs(id, &req.image)
+            .await
+            .map_err(|e| match e {
+                ImageError::NotFound(_) | ImageError::Reference(_) => {
+                    ContainerError::ImageNotFound(req.image.clone())
+                }
+                e => ContainerError::Image(Box::new(e)),
+            })?;
+        berth_snapshot::mount(&mounts, &dir.join("rootfs"))?;
+        let image_config = details.config.config.clone().unwrap_or_default();
+        let resolved = spec::resolve(&req, &image_config, id)?;
+        let record = ContainerRecord {
+            id: id.to_string(),
+            name: format!("/{name}"),
+            created: store::now_rfc3339(),
+            image: req.image.clone(),
+            image_id: details.summary.id.to_string(),
+            config: req,
+            resolved,
+            state: RunState::default(),
+            log_path: store::log_path(dir, id).display().to_string(),
+            rootfs: Some(mounts),
+        };
+        let config = spec::build(&record, dir)?;
+        let data = serde_json::to_vec_pretty(&config).map_err(|e| {
+            ContainerError::InvalidParameter(format!("serializing config.json: {e}"))
+        })?;
+        store::write_atomic(&dir.join("config.json"), &data)?;
+        store::write_record(dir, &record)?;
+        Ok(())
+    }
+
+    // ---- start / stop --------------------------------------------------
+
+    /// Starts a created or exited container through a new monitor process.
+    pub async fn start(&self, reference: &str) -> Result<()> {
+        let (id, dir, record) = self.load(reference)?;
+        match record.state.status {
+            Status::Running | Status::Restarting => return Err(ContainerError::AlreadyRunning(id)),
+            Status::Paused => {
+                return Err(ContainerError::Conflict(
+                    "cannot start a paused container, try unpause instead".into(),
+                ))
+            }
+            Status::Removing | Status::Dead => {
+                return Err(ContainerError::Conflict(format!(
+                    "container {id} is marked for removal and cannot be started"
+                )))
+            }
+            Status::Created | Status::Exited => {}
+        }
+        if Self::monitor_alive(&record) {
+            return Err(ContainerError::AlreadyRunning(id));
+        }
+        let this = self.clone();
+        blocking(move || this.start_blocking(&id, &dir, &record)).await
+    }
+
+    fn start_blocking(&self, id: &str, dir: &Path, record: &ContainerRecord) -> Result<()> {
+        let rootfs = dir.join("rootfs");
+        if !is_mounted(&rootfs) {
+            if let Some(m) = &record.rootfs {
+                berth_snapshot::mount(m, &rootfs)?;
+            }
+        }
+        store::update_record(dir, |r| {
+            r.state.manual_stop = false;
+            r.state.error.clear();
+        })?;
+        let failed = |message: String| {
+            let _ = store::update_record(dir, |r| r.state.error = message.clone());
+            ContainerError::StartFailed {
+                id: id.to_string(),
+                message,
+            }
+        };
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("monitor.log"))
+            .map_err(ContainerError::io("opening monitor.log"))?;
+        let mon = &self.inner.cfg.monitor;
+        let mut child = Command::new(&mon.program)
+            .args(&mon.args)
+            .arg("run")
+            .arg(dir)
+            .arg(&self.inner.cfg.runtime_root)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .map_err(ContainerError::io(format!(
+                "starting the monitor {}",
+                mon.program.display()
+            )))?;
+        let mut stdin = child.stdin.take();
+        let stdout = child.stdout.take();
+        // The first process forks the monitor proper and exits.
+        let _ = child.wait();
+        let Some(stdout) = stdout else {
+            return Err(failed("the monitor has no stdout".into()));
+        };
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        let _ = reader.read_line(&mut line);
+        let line = line.trim().to_string();
+        if line != "created" {
+            return Err(failed(
+                line.strip_prefix("error: ")
+                    .unwrap_or("the monitor exited before creating the container")
+                    .to_string(),
+            ));
+        }
+        // Clients that attached before start get everything from the start.
+        let waiting = lock(&self.inner.pending_attach)
+            .remove(id)
+            .unwrap_or_default();
+        for tx in waiting {
+            if let Ok(s) = store::connect_socket(dir, store::ATTACH_SOCKET) {
+                let _ = tx.send(s);
+            }
+        }
+        if let Some(stdin) = stdin.as_mut() {
+            let _ = stdin.write_all(b"start\n");
+        }
+        drop(stdin);
+        let mut line = String::new();
+        let _ = reader.read_line(&mut line);
+        let line = line.trim();
+        if line.starts_with("running ") {
+            Ok(())
+        } else {
+            Err(failed(
+                line.strip_prefix("error: ")
+                    .unwrap_or("the monitor exited before starting the container")
+                    .to_string(),
+            ))
+        }
+    }
+
+    fn send_signal(&self, id: &str, signal: Signal) -> Result<()> {
+        let container = self.runtime().load(id)?;
+        container.kill(signal, false)?;
+        Ok(())
+    }
+
+    /// Blocks until the container is not running (or `deadline`); true if
+    /// it stopped.
+    fn wait_inactive(&self, dir: &Path, deadline: Instant) -> bool {
+        loop {
+            match store::read_record(dir) {
+                Ok(r) if r.state.status.is_active() => {}
+                _ => return true,
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops with the stop signal, then SIGKILL after `timeout` seconds
+    /// (the container's StopTimeout, else 10). `AlreadyStopped` if it was.
+    pub async fn stop(&self, reference: &str, timeout: Option<u64>) -> Result<()> {
+        let (id, dir, record) = self.load(reference)?;
+        if !record.state.status.is_active() {
+            return Err(ContainerError::AlreadyStopped(id));
+        }
+        let this = self.clone();
+        blocking(move || this.stop_blocking(&id, &dir, &record, timeout)).await
+    }
+
+    fn stop_blocking(
+        &self,
+        id: &str,
+        dir: &Path,
+        record: &ContainerRecord,
+        timeout: Option<u64>,
+    ) -> Result<()> {
+        store::update_record(dir, |r| r.state.manual_stop = true)?;
+        if record.state.status == Status::Restarting {
+            // The monitor sees manual_stop during its backoff.
+            self.wait_inactive(dir, Instant::now() + Duration::from_secs(5));
+            return Ok(());
+        }
+        let timeout = timeout.or(record.config.stop_timeout).unwrap_or(10);
+        let signal = spec::parse_signal(&record.resolved.stop_signal).unwrap_or(Signal::SIGTERM);
+        let _ = self.send_signal(id, signal);
+        if self.wait_inactive(dir, Instant::now() + Duration::from_secs(timeout)) {
+            return Ok(());
+        }
+        let _ = self.send_signal(id, Signal::SIGKILL);
+        if self.wait_inactive(dir, Instant::now() + Duration::from_secs(30)) {
+            Ok(())
+        } else {
+            Err(ContainerError::Conflict(format!(
+                "container {id} did not stop after SIGKILL"
+            )))
+        }
+    }
+
+    /// Sends a signal (default SIGKILL). Killing with SIGKILL or the stop
+    /// signal counts as a manual stop for restart policies.
+    pub fn kill(&self, reference: &str, signal: Option<&str>) -> Result<()> {
+        let (id, dir, record) = self.load(reference)?;
+        let signal = match signal.filter(|s| !s.is_empty()) {
+            Some(s) => spec::parse_signal(s)?,
+            None => Signal::SIGKILL,
+        };
+        if !matches!(record.state.status, Status::Running | Status::Paused) {
+            return Err(ContainerError::NotRunning(id));
+        }
+        let stop_signal = spec::parse_signal(&record.resolved.stop_signal).ok();
+        if signal == Signal::SIGKILL || Some(signal) == stop_signal {
+            store::update_record(&dir, |r| r.state.manual_stop = true)?;
+        }
+        self.send_signal(&id, signal)
+    }
+
+    /// Stops (if running) and starts again.
+    pub async fn restart(&self, reference: &str, timeout: Option<u64>) -> Result<()> {
+        match self.stop(reference, timeout).await {
+            Ok(()) | Err(ContainerError::AlreadyStopped(_)) => {}
+            Err(e) => return Err(e),
+        }
+        // The monitor may still be recording the exit and cleaning up.
+        let (_, dir, _) = self.load(reference)?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while store::read_record(&dir).is_ok_and(|r| Self::monitor_alive(&r))
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.start(reference).await
+    }
+
+    pub fn pause(&self, reference: &str) -> Result<()> {
+        let (id, dir, record) = self.load(reference)?;
+        match record.state.status {
+            Status::Running => {}
+            Status::Paused => {
+                return Err(ContainerError::Conflict(format!(
+                    "Container {id} is already paused"
+                )))
+            }
+            _ => return Err(ContainerError::NotRunning(id)),
+        }
+        let mut c = self.runtime().load(&id)?;
+        c.pause()?;
+        store::update_record(&dir, |r| {
+            if r.state.status == Status::Running {
+                r.state.status = Status::Paused
+            }
+        })?;
+        Ok(())
+    }
+
+    pub fn unpause(&self, reference: &str) -> Result<()> {
+        let (id, dir, record) = self.load(reference)?;
+        if record.state.status != Status::Paused {
+            return Err(ContainerError::NotPaused(id));
+        }
+        let mut c = self.runtime().load(&id)?;
+        c.resume()?;
+        store::update_record(&dir, |r| {
+            if r.state.status == Status::Paused {
+                r.state.status = Status::Running
+            }
+        })?;
+        Ok(())
+    }
+
+    // ---- remove / rename -------------------------------------------------
+
+    /// Removes a container; a running one only with `force` (killed first).
+    /// Volumes are not managed yet, so `remove_volumes` has no effect.
+    pub async fn remove(&self, reference: &str, force: bool, remove_volumes: bool) -> Result<()> {
+        let _ = remove_volumes;
+        let (id, dir, record) = self.load(reference)?;
+        if record.state.status.is_active() && !force {
+            return Err(ContainerError::RemoveRunning(id));
+        }
+        let this = self.clone();
+        blocking(move || {
+            if record.state.status.is_active() || Self::monitor_alive(&record) {
+                store::update_record(&dir, |r| r.state.manual_stop = true)?;
+                if record.state.status == Status::Paused {
+                    let _ = this
+                        .runtime()
+                        .load(&id)
+                        .and_then(|c| c.kill(Signal::SIGKILL, true));
+                }
+                let _ = this.send_signal(&id, Signal::SIGKILL);
+                this.wait_inactive(&dir, Instant::now() + Duration::from_secs(30));
+                // Let the monitor finish its bookkeeping.
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while store::read_record(&dir).is_ok_and(|r| Self::monitor_alive(&r))
+                    && Instant::now() < deadline
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+            let (_, record) = store::update_record(&dir, |r| r.state.status = Status::Removing)?;
+            this.remove_now(&id, &record)
+        })
+        .await
+    }
+
+    fn remove_now(&self, id: &str, record: &ContainerRecord) -> Result<()> {
+        let dir = self.dir(id);
+        if let Ok(c) = self.runtime().load(id) {
+            let _ = c.delete(true);
+        }
+        let rootfs = dir.join("rootfs");
+        if is_mounted(&rootfs) {
+            if let Err(e) = berth_snapshot::unmount(&rootfs) {
+                let _ = store::update_record(&dir, |r| {
+                    r.state.status = Status::Dead;
+                    r.state.error = e.to_string();
+                });
+                return Err(e.into());
+            }
+        }
+        match self.inner.images.remove_rootfs(id) {
+            Ok(()) => {}
+            Err(e) => {
+                // A snapshot that is already gone is fine.
+                if !matches!(e, ImageError::Snapshot(_)) {
+                    return Err(e.into());
+                }
+            }
+        }
+        let bare = record.name.trim_start_matches('/');
+        self.inner.names.release(bare, id);
+        lock(&self.inner.pending_attach).remove(id);
+        fs::remove_dir_all(&dir)
+            .map_err(ContainerError::io(format!("removing {}", dir.display())))?;
+        Ok(())
+    }
+
+    pub fn rename(&self, reference: &str, new_name: &str) -> Result<()> {
+        let (id, dir, record) = self.load(reference)?;
+        let bare = names::normalize(new_name)?;
+        let old = record.name.trim_start_matches('/').to_string();
+        if bare == old {
+            return Err(ContainerError::InvalidParameter(
+                "Renaming a container with the same name as its current name".into(),
+            ));
+        }
+        self.inner.names.reserve(&bare, &id)?;
+        if let Err(e) = store::update_record(&dir, |r| r.name = format!("/{bare}")) {
+            self.inner.names.release(&bare, &id);
+            return Err(e);
+        }
+        self.inner.names.release(&old, &id);
+        Ok(())
+    }
+
+    // ---- wait / inspect / list -----------------------------------------
+
+    /// Waits for `condition`; returns the exit code.
+    pub async fn wait(&self, reference: &str, condition: WaitCondition) -> Result<i32> {
+        let (_, dir, record) = self.load(reference)?;
+        let exits = record.state.exits;
+        let mut last = record;
+        loop {
+            let current = match store::read_record(&dir) {
+                Ok(r) => r,
+                Err(_) if !dir.exists() => {
+                    return Ok(last.state.exit_code);
+                }
+                Err(_) => last.clone(),
+            };
+            let done = match condition {
+                WaitCondition::NotRunning => !current.state.status.is_active(),
+                WaitCondition::NextExit => current.state.exits > exits,
+                WaitCondition::Removed => false,
+            };
+            if done {
+                return Ok(current.state.exit_code);
+            }
+            last = current;
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    pub fn inspect(&self, reference: &str) -> Result<ContainerInspect> {
+        let (_, dir, record) = self.load(reference)?;
+        Ok(ContainerInspect {
+            record,
+            dir: dir.display().to_string(),
+            bundle_config: dir.join("config.json").display().to_string(),
+        })
+    }
+
+    /// Containers, newest first; only running ones unless `all`.
+    pub fn list(&self, all: bool, filters: &ListFilters) -> Result<Vec<ContainerRecord>> {
+        let mut out: Vec<ContainerRecord> = self
+            .ids()
+            .iter()
+            .filter_map(|id| store::read_record(&self.dir(id)).ok())
+            .filter(|r| all || r.state.status.is_active() || !filters.status.is_empty())
+            .filter(|r| Self::matches(r, filters))
+            .collect();
+        out.sort_by(|a, b| b.created.cmp(&a.created));
+        Ok(out)
+    }
+
+    fn matches(r: &ContainerRecord, f: &ListFilters) -> bool {
+        let any = |vals: &[String], pred: &dyn Fn(&str) -> bool| {
+            vals.is_empty() || vals.iter().any(|v| pred(v))
+        };
+        any(&f.id, &|v| r.id.starts_with(v))
+            && any(&f.name, &|v| {
+                r.name
+                    .trim_start_matches('/')
+                    .contains(v.trim_start_matches('/'))
+            })
+            && any(&f.status, &|v| r.state.status.as_str() == v)
+            && any(&f.ancestor, &|v| {
+                r.image == v
+                    || r.image_id == v
+                    || r.image_id.trim_start_matches("sha256:").starts_with(v)
+                    || r.config.image.split(':').next() == Some(v)
+            })
+            && f.label.iter().all(|l| match l.split_once('=') {
+                Some((k, v)) => r.resolved.labels.get(k).is_some_and(|x| x == v),
+                None => r.resolved.labels.contains_key(l.as_str()),
+            })
+    }
+
+    // ---- logs / attach ---------------------------------------------------
+
+    /// The container's log as a stream of entries; with `follow` the stream
+    /// ends when the container stops (or is removed).
+    pub fn logs(&self, reference: &str, opts: LogOptions) -> Result<mpsc::Receiver<LogEntry>> {
+        let (_, dir, record) = self.load(reference)?;
+        let path = PathBuf::from(&record.log_path);
+        let (tx, rx) = mpsc::channel(256);
+        std::thread::spawn(move || {
+            let (entries, pos) = logs::read_existing(&path, &opts);
+            for e in entries {
+                if tx.blocking_send(e).is_err() {
+                    return;
+                }
+            }
+            if !opts.follow {
+                return;
+            }
+            logs::follow(
+                &path,
+                pos,
+                &opts,
+                |e| tx.blocking_send(e).is_ok(),
+                || {
+                    store::read_record(&dir).map_or(true, |r| {
+                        !r.state.status.is_active() && !Self::monitor_alive(&r)
+                    })
+                },
+            );
+        });
+        Ok(rx)
+    }
+
+    /// A connection to the container's attach socket (see [`attach`] for the
+    /// framing). For a container not started yet this waits until `start`
+    /// connects it, so no output is missed.
+    pub async fn attach(&self, reference: &str) -> Result<UnixStream> {
+        let (id, dir, record) = self.load(reference)?;
+        if record.state.status.is_active() {
+            return store::connect_socket(&dir, store::ATTACH_SOCKET)
+                .map_err(ContainerError::io("connecting to the attach socket"));
+        }
+        let (tx, rx) = oneshot::channel();
+        lock(&self.inner.pending_attach)
+            .entry(id.clone())
+            .or_default()
+            .push(tx);
+        rx.await
+            .map_err(|_| ContainerError::Conflict(format!("container {id} was removed")))
+    }
+
+    // ---- exec ----------------------------------------------------------
+
+    pub fn exec_create(&self, reference: &str, config: ExecConfig) -> Result<String> {
+        let (id, _, record) = self.load(reference)?;
+        if !matches!(record.state.status, Status::Running) {
+            return Err(if record.state.status == Status::Paused {
+                ContainerError::Paused(id)
+            } else {
+                ContainerError::NotRunning(id)
+            });
+        }
+        if config.cmd.is_empty() {
+            return Err(ContainerError::InvalidParameter(
+                "No exec command specified".into(),
+            ));
+        }
+        if config.tty {
+            return Err(ContainerError::InvalidParameter(
+                "exec with a TTY is not supported yet".into(),
+            ));
+        }
+        let exec_id = store::random_id()?;
+        let pid_file = self.dir(&id).join(format!("exec-{exec_id}.pid"));
+        lock(&self.inner.execs).insert(
+            exec_id.clone(),
+            ExecRecord {
+                container_id: id,
+                config,
+                running: false,
+                exit_code: None,
+                pid: 0,
+                pid_file,
+            },
+        );
+        Ok(exec_id)
+    }
+
+    /// Starts an exec; the process's stdio are the session's pipes.
+    pub fn exec_start(&self, exec_id: &str) -> Result<ExecSession> {
+        let (container_id, config, pid_file) = {
+            let mut execs = lock(&self.inner.execs);
+            let e = execs
+                .get_mut(exec_id)
+                .ok_or_else(|| ContainerError::NoSuchExec(exec_id.to_string()))?;
+            if e.running || e.exit_code.is_some() {
+                return Err(ContainerError::Conflict(format!(
+                    "exec {exec_id} has already been started"
+                )));
+            }
+            e.running = true;
+            (e.container_id.clone(), e.config.clone(), e.pid_file.clone())
+        };
+        let result = self.exec_spawn(exec_id, &container_id, &config, &pid_file);
+        if result.is_err() {
+            if let Some(e) = lock(&self.inner.execs).get_mut(exec_id) {
+                e.running = false;
+            }
+        }
+        result
+    }
+
+    fn exec_spawn(
+        &self,
+        exec_id: &str,
+        id: &str,
+        config: &ExecConfig,
+        pid_file: &Path,
+    ) -> Result<ExecSession> {
+        let dir = self.dir(id);
+        let record = store::read_record(&dir)?;
+        if record.state.status != Status::Running {
+            return Err(ContainerError::NotRunning(id.to_string()));
+        }
+        let spec_path = dir.join("config.json");
+        let spec: Value = serde_json::from_slice(
+            &fs::read(&spec_path).map_err(ContainerError::io("reading config.json"))?,
+        )
+        .map_err(|source| ContainerError::CorruptState {
+            path: spec_path,
+            source,
+        })?;
+        let mut process = spec.get("process").cloned().unwrap_or(Value::Null);
+        let mut env = record.resolved.env.clone();
+        for e in &config.env {
+            if let Some((k, _)) = e.split_once('=') {
+                env.retain(|x| x.split('=').next() != Some(k));
+                env.push(e.clone());
+            }
+        }
+        process["args"] = serde_json::json!(config.cmd);
+        process["env"] = serde_json::json!(env);
+        process["terminal"] = Value::Bool(false);
+        if let Some(w) = config.working_dir.as_deref().filter(|w| !w.is_empty()) {
+            process["cwd"] = Value::String(w.to_string());
+        }
+        if let Some(u) = config.user.as_deref().filter(|u| !u.is_empty()) {
+            let (uid, gid, extra) = spec::resolve_user(&dir.join("rootfs"), u)?;
+            process["user"] =
+                serde_json::json!({ "uid": uid, "gid": gid, "additionalGids": extra });
+        }
+        if config.privileged {
+            let mut all = record.config.clone();
+            all.host_config.privileged = true;
+            let caps = spec::capabilities(&all)?;
+            process["capabilities"] =
+                serde_json::json!({ "bounding": caps, "effective": caps, "permitted": caps });
+        }
+        let process_path = dir.join(format!("exec-{exec_id}.json"));
+        let data = serde_json::to_vec(&process)
+            .map_err(|e| ContainerError::InvalidParameter(e.to_string()))?;
+        store::write_atomic(&process_path, &data)?;
+        let mon = &self.inner.cfg.monitor;
+        let mut child = Command::new(&mon.program)
+            .args(&mon.args)
+            .arg("exec")
+            .arg(&self.inner.cfg.runtime_root)
+            .arg(id)
+            .arg(&process_path)
+            .arg(pid_file)
+            .stdin(if config.attach_stdin {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(ContainerError::io("starting the exec helper"))?;
+        Ok(ExecSession {
+            stdin: child.stdin.take(),
+            stdout: child.stdout.take(),
+            stderr: child.stderr.take(),
+            child,
+            exec_id: exec_id.to_string(),
+            service: self.clone(),
+        })
+    }
+
+    fn finish_exec(&self, exec_id: &str, code: i32) {
+        let mut execs = lock(&self.inner.execs);
+        if let Some(e) = execs.get_mut(exec_id) {
+            e.running = false;
+            e.exit_code = Some(code);
+            e.pid = fs::read_to_string(&e.pid_file)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(0);
+            let _ = fs::remove_file(&e.pid_file);
+            let dir = self.dir(&e.container_id);
+            let _ = fs::remove_file(dir.join(format!("exec-{exec_id}.json")));
+        }
+    }
+
+    pub fn exec_inspect(&self, exec_id: &str) -> Result<ExecInspect> {
+        let execs = lock(&self.inner.execs);
+        let e = execs
+            .get(exec_id)
+            .ok_or_else(|| ContainerError::NoSuchExec(exec_id.to_string()))?;
+        let pid = if e.running {
+            fs::read_to_string(&e.pid_file)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(0)
+        } else {
+            e.pid
+        };
+        Ok(ExecInspect {
+            id: exec_id.to_string(),
+            container_id: e.container_id.clone(),
+            running: e.running,
+            exit_code: e.exit_code,
+            pid,
+        })
+    }
+
+    // ---- top / stats / prune ---------------------------------------------
+
+    /// `ps -ef`-like rows for the container's processes.
+    pub fn top(&self, reference: &str) -> Result<TopResult> {
+        let (id, _, record) = self.load(reference)?;
+        if !matches!(record.state.status, Status::Running | Status::Paused) {
+            return Err(ContainerError::NotRunning(id));
+        }
+        let pids = self.runtime().load(&id)?.processes()?;
+        let titles = ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let mut processes = Vec::new();
+        for pid in pids {
+            if let Some(row) = ps_row(pid.as_raw()) {
+                processes.push(row);
+            }
+        }
+        Ok(TopResult { titles, processes })
+    }
+
+    /// Resource usage from the container's cgroup.
+    pub fn stats(&self, reference: &str) -> Result<berth_runtime::cgroups::Stats> {
+        let (id, _, record) = self.load(reference)?;
+        if !matches!(record.state.status, Status::Running | Status::Paused) {
+            return Err(ContainerError::NotRunning(id));
+        }
+        Ok(self.runtime().load(&id)?.stats()?)
+    }
+
+    /// Bytes of the container's log files.
+    pub fn log_size(&self, reference: &str) -> Result<u64> {
+        let (_, _, record) = self.load(reference)?;
+        Ok(logs::disk_usage(Path::new(&record.log_path)))
+    }
+
+    /// Removes every stopped (created, exited or dead) container.
+    pub async fn prune(&self) -> Result<PruneReport> {
+        let mut report = PruneReport::default();
+        for r in self.list(true, &ListFilters::default())? {
+            if r.state.status.is_active() || Self::monitor_alive(&r) {
+                continue;
+            }
+            let size = logs::disk_usage(Path::new(&r.log_path));
+            if self.remove(&r.id, false, false).await.is_ok() {
+                report.containers_deleted.push(r.id);
+                report.space_reclaimed += size;
+            }
+        }
+        Ok(report)
+    }
+}
+
+fn ps_row(pid: i32) -> Option<Vec<String>> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let close = stat.rfind(')')?;
+    let comm = stat.get(stat.find('(')? + 1..close)?.to_string();
+    let fields: Vec<&str> = stat.get(close + 2..)?.split(' ').collect();
+    let ppid = fields.get(1)?.to_string();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    let secs = (utime + stime) / hz;
+    let time = format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60);
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or("0")
+        .to_string();
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let cmd = if cmdline.is_empty() {
+        format!("[{comm}]")
+    } else {
+        String::from_utf8_lossy(&cmdline)
+            .trim_end_matches('\0')
+            .replace('\0', " ")
+    };
+    Some(vec![
+        uid,
+        pid.to_string(),
+        ppid,
+        "0".into(),
+        "-".into(),
+        "?".into(),
+        time,
+        cmd,
+    ])
+}
