@@ -198,7 +198,7 @@ pub fn run(args: DaemonArgs) -> Result<()> {
             insecure_registries: config.insecure_registries.clone(),
             runtime_path: runtime_path(),
         };
-        let state = Arc::new(ApiState::new(images, info));
+        let state = Arc::new(ApiState::new(images, info)?);
 
         let mut listeners = Vec::new();
         for path in &sockets {

@@ -76,6 +76,15 @@ impl EventHub {
         self.publish("image", action, id, attributes);
     }
 
+    /// Records a container event (`image` attribute when known).
+    pub fn container(&self, action: &str, id: &str, image: &str) {
+        let mut attributes = BTreeMap::new();
+        if !image.is_empty() {
+            attributes.insert("image".to_string(), image.to_string());
+        }
+        self.publish("container", action, id, attributes);
+    }
+
     pub fn publish(
         &self,
         kind: &str,

@@ -18,6 +18,7 @@
 #![recursion_limit = "256"]
 
 pub mod body;
+pub mod containers;
 pub mod error;
 pub mod events;
 pub mod images;
@@ -63,17 +64,25 @@ pub struct DaemonInfo {
 /// Everything a request handler reaches.
 pub struct ApiState {
     pub images: Arc<ImageService>,
+    pub containers: berth_engine::containers::ContainerService,
     pub events: EventHub,
     pub daemon: DaemonInfo,
 }
 
 impl ApiState {
-    pub fn new(images: ImageService, daemon: DaemonInfo) -> Self {
-        ApiState {
-            images: Arc::new(images),
+    /// Opens the container service on the same data root as the images
+    /// (live-restoring containers whose monitors still run).
+    pub fn new(images: ImageService, daemon: DaemonInfo) -> Result<Self, ApiError> {
+        let images = Arc::new(images);
+        let config = berth_engine::containers::ServiceConfig::new(daemon.data_root.clone());
+        let containers =
+            berth_engine::containers::ContainerService::open(config, Arc::clone(&images))?;
+        Ok(ApiState {
+            images,
+            containers,
             events: EventHub::new(),
             daemon,
-        }
+        })
     }
 }
 

@@ -11,7 +11,7 @@ use hyper::{Method, Request};
 use crate::body::{self, ApiResponse};
 use crate::error::ApiError;
 use crate::query::{percent_decode, Query};
-use crate::{events, images, system, transfer, ApiState, API_VERSION, MIN_API_VERSION};
+use crate::{containers, events, images, system, transfer, ApiState, API_VERSION, MIN_API_VERSION};
 
 /// The `Server` header value.
 pub fn server_header() -> String {
@@ -91,6 +91,24 @@ async fn route(request: Request<Incoming>, state: Arc<ApiState>) -> Result<ApiRe
     let path = percent_decode(raw_path);
     let query = Query::parse(request.uri().query());
     let method = request.method().clone();
+    // Upgraded streams need the whole request (hyper's upgrade handle).
+    if method == Method::POST {
+        let trimmed = path.trim_end_matches('/');
+        if let Some(id) = trimmed
+            .strip_prefix("/containers/")
+            .and_then(|r| r.strip_suffix("/attach"))
+        {
+            let id = id.to_string();
+            return containers::attach(Arc::clone(&state), &id, &query, request).await;
+        }
+        if let Some(id) = trimmed
+            .strip_prefix("/exec/")
+            .and_then(|r| r.strip_suffix("/start"))
+        {
+            let id = id.to_string();
+            return containers::exec_start(Arc::clone(&state), &id, request).await;
+        }
+    }
     let (parts, body) = request.into_parts();
     let headers = parts.headers;
     let get = method == Method::GET;
@@ -112,7 +130,43 @@ async fn route(request: Request<Incoming>, state: Arc<ApiState>) -> Result<ApiRe
         }
         "/images/search" if get => return images::search(&state, &query).await,
         "/images/prune" if post => return images::prune(&state, &query).await,
+        "/containers/json" if get => return containers::list(&state, &query).await,
+        "/containers/create" if post => return containers::create(&state, &query, body).await,
+        "/containers/prune" if post => return containers::prune(&state).await,
         _ => {}
+    }
+
+    if let Some(rest) = path.trim_end_matches('/').strip_prefix("/containers/") {
+        if method == Method::DELETE && !rest.contains('/') {
+            return containers::remove(&state, rest, &query).await;
+        }
+        if let Some((id, action)) = rest.split_once('/') {
+            match (action, get, post) {
+                ("json", true, _) => return containers::inspect(&state, id).await,
+                ("logs", true, _) => return containers::logs(&state, id, &query).await,
+                ("top", true, _) => return containers::top(&state, id).await,
+                ("stats", true, _) => return containers::stats(&state, id).await,
+                ("start", _, true) => return containers::start(&state, id).await,
+                ("stop", _, true) => return containers::stop(&state, id, &query).await,
+                ("restart", _, true) => return containers::restart(&state, id, &query).await,
+                ("kill", _, true) => return containers::kill(&state, id, &query).await,
+                ("pause", _, true) => return containers::pause(&state, id, true).await,
+                ("unpause", _, true) => return containers::pause(&state, id, false).await,
+                ("wait", _, true) => return containers::wait(&state, id, &query).await,
+                ("rename", _, true) => return containers::rename(&state, id, &query).await,
+                ("exec", _, true) => return containers::exec_create(&state, id, body).await,
+                // A TTY resize: the terminal size is set at start for now.
+                ("resize", _, true) => return Ok(body::empty(hyper::StatusCode::OK)),
+                _ => {}
+            }
+        }
+    }
+    if let Some(rest) = path.trim_end_matches('/').strip_prefix("/exec/") {
+        match rest.split_once('/') {
+            Some((id, "json")) if get => return containers::exec_inspect(&state, id).await,
+            Some((_, "resize")) if post => return Ok(body::empty(hyper::StatusCode::CREATED)),
+            _ => {}
+        }
     }
 
     if let Some(rest) = path.strip_prefix("/images/") {
@@ -143,8 +197,6 @@ async fn route(request: Request<Incoming>, state: Arc<ApiState>) -> Result<ApiRe
 /// Endpoint families that exist in the Docker API but that Berth serves
 /// later; their handlers get wired here, one match arm at a time.
 const LATER: &[&str] = &[
-    "containers",
-    "exec",
     "volumes",
     "networks",
     "build",

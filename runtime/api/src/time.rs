@@ -99,6 +99,11 @@ pub fn parse_timestamp(s: &str) -> Option<i128> {
     Some(whole * 1_000_000_000 + frac)
 }
 
+/// Now, as RFC 3339 with nanoseconds.
+pub fn now_rfc3339() -> String {
+    format_rfc3339_nanos(now_nanos())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

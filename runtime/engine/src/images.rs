@@ -107,7 +107,10 @@ impl ImageService {
             root: root.to_path_buf(),
             content: ContentStore::open(&root.join("content"))?,
             records: ImageStore::open(&root.join("images"))?,
-            snapshots: Arc::new(Snapshotter::new(root.join("snapshots"), SnapshotMode::Auto)?),
+            snapshots: Arc::new(Snapshotter::new(
+                root.join("snapshots"),
+                SnapshotMode::Auto,
+            )?),
             registry: RegistryClient::new(registry)?,
         })
     }
@@ -145,7 +148,10 @@ impl ImageService {
             .pull(&reference, platform, &self.content, progress)
             .await?;
         let name = reference.to_string();
-        let target = pulled.index.clone().unwrap_or_else(|| pulled.manifest.clone());
+        let target = pulled
+            .index
+            .clone()
+            .unwrap_or_else(|| pulled.manifest.clone());
         self.unpack(&name, &pulled.manifest).await?;
         // The record goes last: a name never points at an image whose layers
         // are not all there.
@@ -161,7 +167,11 @@ impl ImageService {
     }
 
     /// Pushes the image named `reference` to its registry.
-    pub async fn push(&self, reference: &str, progress: ProgressFn<'_>) -> Result<Digest, ImageError> {
+    pub async fn push(
+        &self,
+        reference: &str,
+        progress: ProgressFn<'_>,
+    ) -> Result<Digest, ImageError> {
         let record = self.find(reference)?;
         let reference = Reference::parse(&record.name)?;
         let pushed = self
@@ -240,7 +250,9 @@ impl ImageService {
             .map_err(|e| corrupt(e.to_string()))?
         {
             AnyManifest::Manifest(m) => m,
-            AnyManifest::Index(_) => return Err(corrupt("expected a manifest, found an index".into())),
+            AnyManifest::Index(_) => {
+                return Err(corrupt("expected a manifest, found an index".into()))
+            }
         };
         let config = ImageConfig::parse(&self.content.read_all(&m.config.digest)?)
             .map_err(|e| corrupt(e.to_string()))?;
@@ -395,7 +407,11 @@ impl ImageService {
             .into_iter()
             .filter(|r| self.image_id(r).is_ok_and(|i| i == id))
             .collect();
-        let to_untag: Vec<ImageRecord> = if by_id { siblings.clone() } else { vec![record] };
+        let to_untag: Vec<ImageRecord> = if by_id {
+            siblings.clone()
+        } else {
+            vec![record]
+        };
         let last_name = to_untag.len() == siblings.len();
         if last_name && !force {
             if let Some((_, container)) = containers.iter().find(|(image, _)| *image == id) {
@@ -417,7 +433,9 @@ impl ImageService {
             self.records.remove(&r.name)?;
             if Reference::parse(&r.name).is_ok() {
                 removed.push(Removed::Untagged(
-                    Reference::parse(&r.name).map(|x| x.familiar()).unwrap_or_default(),
+                    Reference::parse(&r.name)
+                        .map(|x| x.familiar())
+                        .unwrap_or_default(),
                 ));
             }
         }
@@ -474,13 +492,20 @@ impl ImageService {
 
     /// A writable root filesystem for container `key` from `image`
     /// (unpacking any layer that is missing, e.g. after `load`).
-    pub async fn prepare_rootfs(&self, key: &str, image: &str) -> Result<(Mounts, ImageDetails), ImageError> {
+    pub async fn prepare_rootfs(
+        &self,
+        key: &str,
+        image: &str,
+    ) -> Result<(Mounts, ImageDetails), ImageError> {
         let record = self.find(image)?;
         let manifest = self.manifest_of(&record)?;
         let top = self.unpack(&record.name, &manifest).await?;
         let details = self.inspect_record(&record)?;
         let top = (!top.is_empty()).then_some(top);
-        Ok((self.snapshots.prepare_container(key, top.as_deref())?, details))
+        Ok((
+            self.snapshots.prepare_container(key, top.as_deref())?,
+            details,
+        ))
     }
 
     pub fn remove_rootfs(&self, key: &str) -> Result<(), ImageError> {
@@ -509,7 +534,13 @@ impl ImageService {
 
     pub fn import(&self, input: impl Read, opts: &ImportOptions) -> Result<Digest, ImageError> {
         let scratch = self.scratch()?;
-        Ok(archive::import(&self.content, &self.records, input, scratch.path(), opts)?)
+        Ok(archive::import(
+            &self.content,
+            &self.records,
+            input,
+            scratch.path(),
+            opts,
+        )?)
     }
 
     /// Makes the image embedded in this binary (`hello:latest`) available
@@ -519,7 +550,11 @@ impl ImageService {
             return Ok(None);
         }
         let image = berth_embedded::hello_image();
-        if self.records.get(berth_embedded::NORMALIZED_REFERENCE)?.is_none() {
+        if self
+            .records
+            .get(berth_embedded::NORMALIZED_REFERENCE)?
+            .is_none()
+        {
             for blob in image.blobs() {
                 let digest = Digest::parse(&blob.digest).map_err(|e| ImageError::Corrupt {
                     image: berth_embedded::REFERENCE.into(),

@@ -91,14 +91,20 @@ async fn embedded_image_is_available_offline_and_gives_a_rootfs() {
     let listed = images.list().expect("list");
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].id, id);
-    assert_eq!(listed[0].names, vec!["docker.io/library/hello:latest".to_string()]);
+    assert_eq!(
+        listed[0].names,
+        vec!["docker.io/library/hello:latest".to_string()]
+    );
     let details = images.inspect("hello").expect("inspect by short name");
     assert_eq!(
         details.config.config.as_ref().and_then(|c| c.cmd.clone()),
         Some(vec!["/hello".to_string()])
     );
     // Also by id prefix, as docker accepts.
-    assert_eq!(images.inspect(&id.hex()[..12]).expect("by id").summary.id, id);
+    assert_eq!(
+        images.inspect(&id.hex()[..12]).expect("by id").summary.id,
+        id
+    );
 
     let (mounts, _) = images
         .prepare_rootfs("ctr-offline", "hello:latest")
@@ -140,11 +146,19 @@ async fn push_then_pull_from_a_real_registry() {
     b.remove_rootfs("ctr-pulled").expect("cleanup");
 
     let err = b
-        .pull(&format!("127.0.0.1:{}/berth/hello:nope", registry.port), None, &no_progress)
+        .pull(
+            &format!("127.0.0.1:{}/berth/hello:nope", registry.port),
+            None,
+            &no_progress,
+        )
         .await
         .expect_err("unknown tag");
     assert!(err.to_string().contains("nope"), "{err}");
-    assert_eq!(b.list().expect("list").len(), 1, "a failed pull records nothing");
+    assert_eq!(
+        b.list().expect("list").len(),
+        1,
+        "a failed pull records nothing"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -165,10 +179,17 @@ async fn save_load_tag_and_remove() {
     let b = service(b_dir.path());
     let names = b.load(&archive[..]).await.expect("load");
     assert_eq!(names, vec!["example.com/team/greeter:2".to_string()]);
-    assert_eq!(b.inspect("example.com/team/greeter:2").expect("inspect").summary.id, id);
+    assert_eq!(
+        b.inspect("example.com/team/greeter:2")
+            .expect("inspect")
+            .summary
+            .id,
+        id
+    );
 
     // Two names, one image: untag one, then delete the last.
-    b.tag("example.com/team/greeter:2", "greeter:latest").expect("tag");
+    b.tag("example.com/team/greeter:2", "greeter:latest")
+        .expect("tag");
     let removed = b.remove("greeter", false, &[]).expect("untag");
     assert_eq!(removed, vec![Removed::Untagged("greeter:latest".into())]);
     let in_use = [(id.clone(), "c1".to_string())];
@@ -181,9 +202,18 @@ async fn save_load_tag_and_remove() {
         .expect("delete");
     assert!(removed.contains(&Removed::Deleted(id)), "{removed:?}");
     assert!(b.list().expect("list").is_empty());
-    assert!(b.content().list().expect("blobs").is_empty(), "blobs collected");
-    assert!(b.snapshots().layers().expect("layers").is_empty(), "layers collected");
+    assert!(
+        b.content().list().expect("blobs").is_empty(),
+        "blobs collected"
+    );
+    assert!(
+        b.snapshots().layers().expect("layers").is_empty(),
+        "layers collected"
+    );
 
     let err = b.inspect("nothing-here").expect_err("unknown");
-    assert!(err.to_string().contains("No such image: nothing-here"), "{err}");
+    assert!(
+        err.to_string().contains("No such image: nothing-here"),
+        "{err}"
+    );
 }

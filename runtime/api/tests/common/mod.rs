@@ -54,7 +54,7 @@ impl Server {
                 runtime_path: "berth-runc".into(),
                 ..DaemonInfo::default()
             };
-            let state = Arc::new(ApiState::new(images, info));
+            let state = Arc::new(ApiState::new(images, info).expect("container service"));
             let listener = tokio::net::UnixListener::bind(&socket_for_server).expect("bind");
             let mut stop_rx = stop_rx;
             tokio::spawn(berth_api::serve_unix_until(listener, state, async move {

@@ -420,8 +420,26 @@ impl ContainerService {
         if Self::monitor_alive(&record) {
             return Err(ContainerError::AlreadyRunning(id));
         }
+        let auto_remove = record.config.host_config.auto_remove;
         let this = self.clone();
-        blocking(move || this.start_blocking(&id, &dir, &record)).await
+        let started_id = id.clone();
+        blocking(move || this.start_blocking(&id, &dir, &record)).await?;
+        if auto_remove {
+            // `--rm`: once the container is done (restart policies are
+            // refused with auto-remove), remove it. If the daemon goes away
+            // first, `open` finishes the job for exited containers.
+            let this = self.clone();
+            tokio::spawn(async move {
+                if this
+                    .wait(&started_id, WaitCondition::NotRunning)
+                    .await
+                    .is_ok()
+                {
+                    let _ = this.remove(&started_id, true, false).await;
+                }
+            });
+        }
+        Ok(())
     }
 
     fn start_blocking(&self, id: &str, dir: &Path, record: &ContainerRecord) -> Result<()> {

@@ -1,0 +1,905 @@
+//! The `/containers` and `/exec` endpoints over [`ContainerService`]:
+//! Docker's request and response shapes in, the engine's types out.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use berth_engine::containers::{
+    ContainerCreate, ContainerError, ContainerRecord, ExecConfig, HostConfig, ListFilters,
+    LogOptions, RestartPolicy, Status, Stream, WaitCondition,
+};
+use bytes::Bytes;
+use hyper::body::Incoming;
+use hyper::{Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::body::{self, ApiResponse};
+use crate::error::{chain, ApiError};
+use crate::query::Query;
+use crate::ApiState;
+
+impl From<ContainerError> for ApiError {
+    fn from(err: ContainerError) -> Self {
+        let message = chain(&err);
+        match err.http_status() {
+            404 => ApiError::NotFound(message),
+            409 => ApiError::Conflict(message),
+            400 => ApiError::BadRequest(message),
+            _ => ApiError::Internal(message),
+        }
+    }
+}
+
+/// 304 for "already in that state", as Docker answers start/stop.
+fn not_modified_or(err: ContainerError) -> Result<ApiResponse, ApiError> {
+    if err.http_status() == 304 {
+        Ok(body::empty(StatusCode::NOT_MODIFIED))
+    } else {
+        Err(err.into())
+    }
+}
+
+fn service(state: &ApiState) -> &berth_engine::containers::ContainerService {
+    &state.containers
+}
+
+/// Docker's create body (the fields Berth acts on; others are ignored, as
+/// an older daemon ignores newer fields).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct CreateBody {
+    image: String,
+    cmd: Option<StringOrList>,
+    entrypoint: Option<StringOrList>,
+    env: Option<Vec<String>>,
+    working_dir: Option<String>,
+    user: Option<String>,
+    hostname: Option<String>,
+    labels: Option<BTreeMap<String, String>>,
+    tty: bool,
+    open_stdin: bool,
+    stdin_once: bool,
+    stop_signal: Option<String>,
+    stop_timeout: Option<u64>,
+    host_config: Option<HostConfigBody>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum StringOrList {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl StringOrList {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            StringOrList::One(s) => vec![s],
+            StringOrList::Many(v) => v,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct HostConfigBody {
+    binds: Option<Vec<String>>,
+    tmpfs: Option<BTreeMap<String, String>>,
+    memory: i64,
+    memory_swap: i64,
+    nano_cpus: i64,
+    cpu_shares: u64,
+    pids_limit: Option<i64>,
+    cap_add: Option<Vec<String>>,
+    cap_drop: Option<Vec<String>>,
+    privileged: bool,
+    readonly_rootfs: bool,
+    security_opt: Option<Vec<String>>,
+    auto_remove: bool,
+    restart_policy: Option<RestartPolicyBody>,
+    init: Option<bool>,
+    network_mode: Option<String>,
+    oom_score_adj: i32,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct RestartPolicyBody {
+    name: String,
+    maximum_retry_count: u32,
+}
+
+impl CreateBody {
+    fn into_request(self, name: Option<String>) -> ContainerCreate {
+        let host = self.host_config.unwrap_or_default();
+        ContainerCreate {
+            name,
+            image: self.image,
+            cmd: self.cmd.map(StringOrList::into_vec),
+            entrypoint: self.entrypoint.map(StringOrList::into_vec),
+            env: self.env.unwrap_or_default(),
+            working_dir: self.working_dir.filter(|w| !w.is_empty()),
+            user: self.user.filter(|u| !u.is_empty()),
+            hostname: self.hostname.filter(|h| !h.is_empty()),
+            labels: self.labels.unwrap_or_default(),
+            tty: self.tty,
+            open_stdin: self.open_stdin,
+            stdin_once: self.stdin_once,
+            stop_signal: self.stop_signal,
+            stop_timeout: self.stop_timeout,
+            host_config: HostConfig {
+                binds: host.binds.unwrap_or_default(),
+                tmpfs: host.tmpfs.unwrap_or_default(),
+                memory: host.memory,
+                memory_swap: host.memory_swap,
+                nano_cpus: host.nano_cpus,
+                cpu_shares: host.cpu_shares,
+                pids_limit: host.pids_limit.unwrap_or(0),
+                cap_add: host.cap_add.unwrap_or_default(),
+                cap_drop: host.cap_drop.unwrap_or_default(),
+                privileged: host.privileged,
+                read_only_rootfs: host.readonly_rootfs,
+                security_opt: host.security_opt.unwrap_or_default(),
+                auto_remove: host.auto_remove,
+                restart_policy: host
+                    .restart_policy
+                    .map(|r| RestartPolicy {
+                        name: r.name,
+                        maximum_retry_count: r.maximum_retry_count,
+                    })
+                    .unwrap_or_default(),
+                init: host.init.unwrap_or(false),
+                network_mode: host.network_mode.unwrap_or_default(),
+                oom_score_adj: host.oom_score_adj,
+                log_max_size: None,
+                log_max_files: None,
+            },
+        }
+    }
+}
+
+pub async fn create(
+    state: &ApiState,
+    query: &Query,
+    body: Incoming,
+) -> Result<ApiResponse, ApiError> {
+    let bytes = body::collect(body, 4 << 20).await?;
+    let parsed: CreateBody = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad(format!("invalid JSON in the create request: {e}")))?;
+    if parsed.image.is_empty() {
+        return Err(ApiError::bad(
+            "config cannot be empty in order to create a container",
+        ));
+    }
+    let image = parsed.image.clone();
+    let name = query
+        .get("name")
+        .filter(|n| !n.is_empty())
+        .map(str::to_string);
+    let id = match service(state).create(parsed.into_request(name)).await {
+        Ok(id) => id,
+        // The docker CLI reacts to exactly this 404 by pulling, then retrying.
+        Err(ContainerError::ImageNotFound(_)) => {
+            return Err(ApiError::NotFound(format!("No such image: {image}")))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    state.events.container("create", &id, &image);
+    Ok(body::json(
+        StatusCode::CREATED,
+        &json!({"Id": id, "Warnings": []}),
+    ))
+}
+
+/// The 12-character form Docker uses in events and hostnames.
+fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
+
+fn status_text(record: &ContainerRecord) -> String {
+    let s = &record.state;
+    match s.status {
+        Status::Running => format!("Up since {}", s.started_at),
+        Status::Paused => format!("Up since {} (Paused)", s.started_at),
+        Status::Restarting => format!("Restarting ({})", s.exit_code),
+        Status::Exited => format!("Exited ({}) at {}", s.exit_code, s.finished_at),
+        Status::Created => "Created".to_string(),
+        Status::Removing => "Removal In Progress".to_string(),
+        Status::Dead => "Dead".to_string(),
+    }
+}
+
+fn unix_seconds(rfc3339: &str) -> i64 {
+    crate::time::parse_rfc3339(rfc3339).unwrap_or(0)
+}
+
+fn command_line(record: &ContainerRecord) -> String {
+    record
+        .resolved
+        .entrypoint
+        .iter()
+        .chain(record.resolved.cmd.iter())
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+pub async fn list(state: &ApiState, query: &Query) -> Result<ApiResponse, ApiError> {
+    let filters = query.filters()?;
+    let all = query.flag("all");
+    let list_filters = ListFilters {
+        label: filters.get("label").to_vec(),
+        name: filters.get("name").to_vec(),
+        status: filters.get("status").to_vec(),
+        ancestor: filters.get("ancestor").to_vec(),
+        id: filters.get("id").to_vec(),
+    };
+    let records = service(state).list(all, &list_filters)?;
+    let items: Vec<Value> = records
+        .iter()
+        .map(|r| {
+            json!({
+                "Id": r.id,
+                "Names": [r.name],
+                "Image": r.image,
+                "ImageID": r.image_id,
+                "Command": command_line(r),
+                "Created": unix_seconds(&r.created),
+                "Ports": [],
+                "Labels": r.resolved.labels,
+                "State": r.state.status.as_str(),
+                "Status": status_text(r),
+                "HostConfig": {"NetworkMode": network_mode(r)},
+                "NetworkSettings": {"Networks": {}},
+                "Mounts": [],
+            })
+        })
+        .collect();
+    Ok(body::json(StatusCode::OK, &items))
+}
+
+fn network_mode(r: &ContainerRecord) -> String {
+    match r.config.host_config.network_mode.as_str() {
+        "" | "default" => "bridge".to_string(),
+        other => other.to_string(),
+    }
+}
+
+pub async fn inspect(state: &ApiState, reference: &str) -> Result<ApiResponse, ApiError> {
+    let info = service(state).inspect(reference)?;
+    let r = &info.record;
+    let s = &r.state;
+    let hc = &r.config.host_config;
+    let path = r
+        .resolved
+        .entrypoint
+        .first()
+        .or(r.resolved.cmd.first())
+        .cloned()
+        .unwrap_or_default();
+    let args: Vec<String> = r
+        .resolved
+        .entrypoint
+        .iter()
+        .chain(r.resolved.cmd.iter())
+        .skip(1)
+        .cloned()
+        .collect();
+    let value = json!({
+        "Id": r.id,
+        "Created": r.created,
+        "Path": path,
+        "Args": args,
+        "State": {
+            "Status": s.status.as_str(),
+            "Running": matches!(s.status, Status::Running | Status::Paused),
+            "Paused": s.status == Status::Paused,
+            "Restarting": s.status == Status::Restarting,
+            "OOMKilled": s.oom_killed,
+            "Dead": s.status == Status::Dead,
+            "Pid": s.pid,
+            "ExitCode": s.exit_code,
+            "Error": s.error,
+            "StartedAt": if s.started_at.is_empty() { "0001-01-01T00:00:00Z" } else { &s.started_at },
+            "FinishedAt": if s.finished_at.is_empty() { "0001-01-01T00:00:00Z" } else { &s.finished_at },
+        },
+        "Image": r.image_id,
+        "ResolvConfPath": format!("{}/resolv.conf", info.dir),
+        "HostnamePath": format!("{}/hostname", info.dir),
+        "HostsPath": format!("{}/hosts", info.dir),
+        "LogPath": r.log_path,
+        "Name": r.name,
+        "RestartCount": s.restart_count,
+        "Driver": "overlayfs",
+        "Platform": "linux",
+        "MountLabel": "",
+        "ProcessLabel": "",
+        "AppArmorProfile": "",
+        "HostConfig": {
+            "Binds": hc.binds,
+            "NetworkMode": network_mode(r),
+            "RestartPolicy": {"Name": hc.restart_policy.name, "MaximumRetryCount": hc.restart_policy.maximum_retry_count},
+            "AutoRemove": hc.auto_remove,
+            "CapAdd": hc.cap_add,
+            "CapDrop": hc.cap_drop,
+            "Privileged": hc.privileged,
+            "ReadonlyRootfs": hc.read_only_rootfs,
+            "SecurityOpt": hc.security_opt,
+            "Tmpfs": hc.tmpfs,
+            "Memory": hc.memory,
+            "MemorySwap": hc.memory_swap,
+            "NanoCpus": hc.nano_cpus,
+            "CpuShares": hc.cpu_shares,
+            "PidsLimit": hc.pids_limit,
+            "OomScoreAdj": hc.oom_score_adj,
+            "LogConfig": {"Type": "json-file", "Config": {}},
+        },
+        "Mounts": [],
+        "Config": {
+            "Hostname": r.resolved.hostname,
+            "Domainname": "",
+            "User": r.resolved.user,
+            "AttachStdin": false,
+            "AttachStdout": true,
+            "AttachStderr": true,
+            "Tty": r.config.tty,
+            "OpenStdin": r.config.open_stdin,
+            "StdinOnce": r.config.stdin_once,
+            "Env": r.resolved.env,
+            "Cmd": r.resolved.cmd,
+            "Image": r.image,
+            "WorkingDir": r.resolved.working_dir,
+            "Entrypoint": if r.resolved.entrypoint.is_empty() { Value::Null } else { json!(r.resolved.entrypoint) },
+            "Labels": r.resolved.labels,
+            "StopSignal": r.resolved.stop_signal,
+        },
+        "NetworkSettings": {"Networks": {}, "Ports": {}},
+    });
+    Ok(body::json(StatusCode::OK, &value))
+}
+
+pub async fn start(state: &ApiState, reference: &str) -> Result<ApiResponse, ApiError> {
+    match service(state).start(reference).await {
+        Ok(()) => {
+            state.events.container("start", reference, "");
+            Ok(body::empty(StatusCode::NO_CONTENT))
+        }
+        Err(e) => not_modified_or(e),
+    }
+}
+
+fn timeout(query: &Query) -> Result<Option<u64>, ApiError> {
+    query
+        .get("t")
+        .filter(|t| !t.is_empty())
+        .map(|t| {
+            t.parse::<i64>()
+                .map(|v| u64::try_from(v.max(0)).unwrap_or(0))
+                .map_err(|_| ApiError::bad(format!("invalid timeout {t:?}")))
+        })
+        .transpose()
+}
+
+pub async fn stop(
+    state: &ApiState,
+    reference: &str,
+    query: &Query,
+) -> Result<ApiResponse, ApiError> {
+    match service(state).stop(reference, timeout(query)?).await {
+        Ok(()) => {
+            state.events.container("stop", reference, "");
+            Ok(body::empty(StatusCode::NO_CONTENT))
+        }
+        Err(e) => not_modified_or(e),
+    }
+}
+
+pub async fn restart(
+    state: &ApiState,
+    reference: &str,
+    query: &Query,
+) -> Result<ApiResponse, ApiError> {
+    service(state).restart(reference, timeout(query)?).await?;
+    state.events.container("restart", reference, "");
+    Ok(body::empty(StatusCode::NO_CONTENT))
+}
+
+pub async fn kill(
+    state: &ApiState,
+    reference: &str,
+    query: &Query,
+) -> Result<ApiResponse, ApiError> {
+    service(state).kill(reference, query.get("signal").filter(|s| !s.is_empty()))?;
+    state.events.container("kill", reference, "");
+    Ok(body::empty(StatusCode::NO_CONTENT))
+}
+
+pub async fn pause(
+    state: &ApiState,
+    reference: &str,
+    pause: bool,
+) -> Result<ApiResponse, ApiError> {
+    if pause {
+        service(state).pause(reference)?;
+    } else {
+        service(state).unpause(reference)?;
+    }
+    state
+        .events
+        .container(if pause { "pause" } else { "unpause" }, reference, "");
+    Ok(body::empty(StatusCode::NO_CONTENT))
+}
+
+pub async fn remove(
+    state: &ApiState,
+    reference: &str,
+    query: &Query,
+) -> Result<ApiResponse, ApiError> {
+    service(state)
+        .remove(reference, query.flag("force"), query.flag("v"))
+        .await?;
+    state.events.container("destroy", reference, "");
+    Ok(body::empty(StatusCode::NO_CONTENT))
+}
+
+pub async fn rename(
+    state: &ApiState,
+    reference: &str,
+    query: &Query,
+) -> Result<ApiResponse, ApiError> {
+    let name = query
+        .get("name")
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| ApiError::bad("missing the new name (?name=)"))?;
+    service(state).rename(reference, name)?;
+    Ok(body::empty(StatusCode::NO_CONTENT))
+}
+
+/// Headers go out at once (clients rely on that to start the container
+/// afterwards); the status follows when the condition is met.
+pub async fn wait(
+    state: &ApiState,
+    reference: &str,
+    query: &Query,
+) -> Result<ApiResponse, ApiError> {
+    let condition = match query.get("condition").unwrap_or("not-running") {
+        "" | "not-running" => WaitCondition::NotRunning,
+        "next-exit" => WaitCondition::NextExit,
+        "removed" => WaitCondition::Removed,
+        other => return Err(ApiError::bad(format!("invalid condition: {other:?}"))),
+    };
+    // Resolve first so an unknown container is a 404, not a streamed error.
+    let id = service(state).resolve(reference)?;
+    let (tx, response) = body::stream("application/json");
+    let containers = service(state).clone();
+    tokio::spawn(async move {
+        let value = match containers.wait(&id, condition).await {
+            Ok(code) => json!({"StatusCode": code, "Error": null}),
+            Err(e) => json!({"StatusCode": -1, "Error": {"Message": chain(&e)}}),
+        };
+        let _ = tx.send(body::json_line(&value)).await;
+    });
+    Ok(response)
+}
+
+/// Docker's multiplexed frame: stream byte, 3 zero bytes, big-endian length.
+fn frame(stream: u8, payload: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(8 + payload.len());
+    out.push(stream);
+    out.extend_from_slice(&[0, 0, 0]);
+    out.extend_from_slice(
+        &u32::try_from(payload.len())
+            .unwrap_or(u32::MAX)
+            .to_be_bytes(),
+    );
+    out.extend_from_slice(payload);
+    Bytes::from(out)
+}
+
+fn since_nanos(value: Option<&str>) -> Option<i64> {
+    let v = value.filter(|v| !v.is_empty() && *v != "0")?;
+    if let Ok(secs) = v.parse::<f64>() {
+        return Some((secs * 1e9) as i64);
+    }
+    crate::time::parse_rfc3339(v).map(|s| s * 1_000_000_000)
+}
+
+pub async fn logs(
+    state: &ApiState,
+    reference: &str,
+    query: &Query,
+) -> Result<ApiResponse, ApiError> {
+    let info = service(state).inspect(reference)?;
+    let tty = info.record.config.tty;
+    let (stdout, stderr) = (query.flag("stdout"), query.flag("stderr"));
+    if !stdout && !stderr {
+        return Err(ApiError::bad("you must choose at least one stream"));
+    }
+    let opts = LogOptions {
+        stdout,
+        stderr,
+        follow: query.flag("follow"),
+        tail: query
+            .get("tail")
+            .filter(|t| *t != "all" && !t.is_empty())
+            .and_then(|t| t.parse().ok()),
+        since: since_nanos(query.get("since")),
+        until: since_nanos(query.get("until")),
+        timestamps: query.flag("timestamps"),
+    };
+    let timestamps = opts.timestamps;
+    let mut entries = service(state).logs(reference, opts)?;
+    let content_type = if tty {
+        "application/vnd.docker.raw-stream"
+    } else {
+        "application/vnd.docker.multiplexed-stream"
+    };
+    let (tx, response) = body::stream(content_type);
+    tokio::spawn(async move {
+        while let Some(entry) = entries.recv().await {
+            let bytes = entry.render(timestamps);
+            let chunk = if tty {
+                Bytes::from(bytes)
+            } else {
+                frame(if entry.stream == Stream::Stderr { 2 } else { 1 }, &bytes)
+            };
+            if tx.send(chunk).await.is_err() {
+                break;
+            }
+        }
+    });
+    Ok(response)
+}
+
+pub async fn top(state: &ApiState, reference: &str) -> Result<ApiResponse, ApiError> {
+    let top = service(state).top(reference)?;
+    Ok(body::json(
+        StatusCode::OK,
+        &json!({"Titles": top.titles, "Processes": top.processes}),
+    ))
+}
+
+/// Cumulative CPU time of the whole host in nanoseconds (from /proc/stat),
+/// which clients divide container usage by.
+fn system_cpu_usage() -> u64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
+        return 0;
+    };
+    let ticks: u64 = stat
+        .lines()
+        .next()
+        .map(|l| {
+            l.split_whitespace()
+                .skip(1)
+                .take(7)
+                .filter_map(|v| v.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0);
+    // USER_HZ is 100 on Linux.
+    ticks * 10_000_000
+}
+
+pub async fn stats(state: &ApiState, reference: &str) -> Result<ApiResponse, ApiError> {
+    let info = service(state).inspect(reference)?;
+    let running = info.record.state.status == Status::Running;
+    let stats = if running {
+        service(state).stats(reference)?
+    } else {
+        Default::default()
+    };
+    let cpu = stats.cpu.clone().unwrap_or_default();
+    let memory = stats.memory.clone().unwrap_or_default();
+    let pids = stats.pids.clone().unwrap_or_default();
+    let online = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let cpu_stats = json!({
+        "cpu_usage": {
+            "total_usage": cpu.usage.total,
+            "percpu_usage": cpu.usage.percpu,
+            "usage_in_kernelmode": cpu.usage.kernel,
+            "usage_in_usermode": cpu.usage.user,
+        },
+        "system_cpu_usage": system_cpu_usage(),
+        "online_cpus": online,
+        "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0},
+    });
+    let value = json!({
+        "read": crate::time::now_rfc3339(),
+        "preread": "0001-01-01T00:00:00Z",
+        "id": info.record.id,
+        "name": info.record.name,
+        "num_procs": 0,
+        "pids_stats": {"current": pids.current, "limit": pids.limit},
+        "cpu_stats": cpu_stats,
+        "precpu_stats": {"cpu_usage": {"total_usage": 0}, "system_cpu_usage": 0, "online_cpus": online},
+        "memory_stats": {
+            "usage": memory.usage.usage,
+            "max_usage": memory.usage.max,
+            "limit": memory.usage.limit,
+            "stats": memory.raw,
+        },
+        "blkio_stats": {},
+        "networks": {},
+    });
+    Ok(body::json(StatusCode::OK, &value))
+}
+
+/// `POST /containers/{id}/attach` with an HTTP upgrade: bytes from the
+/// client become the container's stdin; its output comes back multiplexed
+/// (or raw for a TTY).
+pub async fn attach(
+    state: Arc<ApiState>,
+    reference: &str,
+    query: &Query,
+    request: Request<Incoming>,
+) -> Result<ApiResponse, ApiError> {
+    let info = service(&state).inspect(reference)?;
+    let tty = info.record.config.tty;
+    let want_stdin = query.flag("stdin");
+    let want = [false, query.flag("stdout"), query.flag("stderr")];
+    // Resolve now so an unknown container is a 404; connect to the monitor
+    // after answering 101: before `start` the monitor does not exist yet,
+    // and the client only starts the container once this request returned.
+    let id = service(&state).resolve(reference)?;
+    tokio::spawn(async move {
+        let Ok(upgraded) = hyper::upgrade::on(request).await else {
+            return;
+        };
+        let client = TokioIo::new(upgraded);
+        let socket = match service(&state).attach(&id).await {
+            Ok(s) => s,
+            Err(_) => return,
+        };
+        if socket.set_nonblocking(true).is_err() {
+            return;
+        }
+        let Ok(socket) = tokio::net::UnixStream::from_std(socket) else {
+            return;
+        };
+        relay_attach(client, socket, tty, want_stdin, want).await;
+    });
+    Ok(upgrade_response(tty))
+}
+
+fn upgrade_response(tty: bool) -> ApiResponse {
+    let mut response = body::empty(StatusCode::SWITCHING_PROTOCOLS);
+    let headers = response.headers_mut();
+    headers.insert(
+        "Connection",
+        hyper::header::HeaderValue::from_static("Upgrade"),
+    );
+    headers.insert("Upgrade", hyper::header::HeaderValue::from_static("tcp"));
+    headers.insert(
+        "Content-Type",
+        hyper::header::HeaderValue::from_static(if tty {
+            "application/vnd.docker.raw-stream"
+        } else {
+            "application/vnd.docker.multiplexed-stream"
+        }),
+    );
+    response
+}
+
+/// Moves bytes between an attached client and the monitor's attach socket
+/// (whose frames have Docker's 8-byte header: 0 stdin, 1 stdout, 2 stderr,
+/// 4 exit).
+async fn relay_attach<C>(
+    client: C,
+    socket: tokio::net::UnixStream,
+    tty: bool,
+    want_stdin: bool,
+    want: [bool; 3],
+) where
+    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut client_read, mut client_write) = tokio::io::split(client);
+    let (mut sock_read, mut sock_write) = socket.into_split();
+    let input = tokio::spawn(async move {
+        if !want_stdin {
+            return;
+        }
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            match client_read.read(&mut buf).await {
+                Ok(0) | Err(_) => {
+                    // Half-close: an empty stdin frame closes the container's stdin.
+                    let _ = sock_write.write_all(&frame(0, &[])).await;
+                    break;
+                }
+                Ok(n) => {
+                    if sock_write.write_all(&frame(0, &buf[..n])).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    let mut header = [0u8; 8];
+    loop {
+        if sock_read.read_exact(&mut header).await.is_err() {
+            break;
+        }
+        let len = u32::from_be_bytes([header[4], header[5], header[6], header[7]]) as usize;
+        let mut payload = vec![0u8; len];
+        if sock_read.read_exact(&mut payload).await.is_err() {
+            break;
+        }
+        let kind = header[0];
+        if kind == 4 {
+            break;
+        }
+        if !matches!(kind, 1 | 2) || !want[usize::from(kind)] {
+            continue;
+        }
+        let out = if tty {
+            Bytes::from(payload)
+        } else {
+            frame(kind, &payload)
+        };
+        if client_write.write_all(&out).await.is_err() {
+            break;
+        }
+    }
+    let _ = client_write.shutdown().await;
+    input.abort();
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct ExecBody {
+    cmd: Vec<String>,
+    env: Option<Vec<String>>,
+    working_dir: Option<String>,
+    user: Option<String>,
+    tty: bool,
+    attach_stdin: bool,
+    privileged: bool,
+}
+
+pub async fn exec_create(
+    state: &ApiState,
+    reference: &str,
+    body: Incoming,
+) -> Result<ApiResponse, ApiError> {
+    let bytes = body::collect(body, 1 << 20).await?;
+    let parsed: ExecBody = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad(format!("invalid JSON in the exec request: {e}")))?;
+    if parsed.cmd.is_empty() {
+        return Err(ApiError::bad("No exec command specified"));
+    }
+    let id = service(state).exec_create(
+        reference,
+        ExecConfig {
+            cmd: parsed.cmd,
+            env: parsed.env.unwrap_or_default(),
+            working_dir: parsed.working_dir.filter(|w| !w.is_empty()),
+            user: parsed.user.filter(|u| !u.is_empty()),
+            tty: parsed.tty,
+            attach_stdin: parsed.attach_stdin,
+            privileged: parsed.privileged,
+        },
+    )?;
+    Ok(body::json(StatusCode::CREATED, &json!({"Id": id})))
+}
+
+pub async fn exec_inspect(state: &ApiState, exec_id: &str) -> Result<ApiResponse, ApiError> {
+    let info = service(state).exec_inspect(exec_id)?;
+    Ok(body::json(
+        StatusCode::OK,
+        &json!({
+            "ID": info.id,
+            "ContainerID": info.container_id,
+            "Running": info.running,
+            "ExitCode": info.exit_code,
+            "Pid": info.pid,
+        }),
+    ))
+}
+
+/// `POST /exec/{id}/start`: detached, or upgraded with the process's stdio
+/// relayed as multiplexed frames.
+pub async fn exec_start(
+    state: Arc<ApiState>,
+    exec_id: &str,
+    request: Request<Incoming>,
+) -> Result<ApiResponse, ApiError> {
+    let (parts, body) = request.into_parts();
+    let bytes = body::collect(body, 1 << 20).await?;
+    let detach = serde_json::from_slice::<Value>(&bytes)
+        .ok()
+        .and_then(|v| v.get("Detach").and_then(Value::as_bool))
+        .unwrap_or(false);
+    let mut session = service(&state).exec_start(exec_id)?;
+    if detach {
+        std::thread::spawn(move || {
+            let _ = session.stdin.take();
+            let _ = session.wait();
+        });
+        return Ok(body::empty(StatusCode::OK));
+    }
+    let request = Request::from_parts(parts, http_body_util::Empty::<Bytes>::new());
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(64);
+    let stdin = session.stdin.take();
+    let spawn_reader = |mut reader: Box<dyn std::io::Read + Send>,
+                        kind: u8,
+                        tx: tokio::sync::mpsc::Sender<Bytes>| {
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 32 * 1024];
+            loop {
+                match reader.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if tx.blocking_send(frame(kind, &buf[..n])).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        })
+    };
+    let mut readers = Vec::new();
+    if let Some(out) = session.stdout.take() {
+        readers.push(spawn_reader(Box::new(out), 1, tx.clone()));
+    }
+    if let Some(err) = session.stderr.take() {
+        readers.push(spawn_reader(Box::new(err), 2, tx.clone()));
+    }
+    drop(tx);
+    std::thread::spawn(move || {
+        for r in readers {
+            let _ = r.join();
+        }
+        let _ = session.wait();
+    });
+    tokio::spawn(async move {
+        let Ok(upgraded) = hyper::upgrade::on(request).await else {
+            return;
+        };
+        let (mut client_read, mut client_write) = tokio::io::split(TokioIo::new(upgraded));
+        let input = tokio::spawn(async move {
+            let Some(mut stdin) = stdin else { return };
+            let mut buf = vec![0u8; 32 * 1024];
+            while let Ok(n) = client_read.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                let data = buf[..n].to_vec();
+                let result = tokio::task::spawn_blocking(move || {
+                    use std::io::Write;
+                    stdin.write_all(&data).map(|()| stdin)
+                })
+                .await;
+                match result {
+                    Ok(Ok(s)) => stdin = s,
+                    _ => break,
+                }
+            }
+        });
+        while let Some(chunk) = rx.recv().await {
+            if client_write.write_all(&chunk).await.is_err() {
+                break;
+            }
+        }
+        let _ = client_write.shutdown().await;
+        input.abort();
+    });
+    Ok(upgrade_response(false))
+}
+
+pub async fn prune(state: &ApiState) -> Result<ApiResponse, ApiError> {
+    let report = service(state).prune().await?;
+    Ok(body::json(
+        StatusCode::OK,
+        &json!({"ContainersDeleted": report.containers_deleted, "SpaceReclaimed": report.space_reclaimed}),
+    ))
+}
+
+/// Used by events: a short id for the actor.
+pub fn event_id(id: &str) -> &str {
+    short(id)
+}
