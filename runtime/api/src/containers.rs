@@ -201,15 +201,49 @@ fn short(id: &str) -> &str {
 
 fn status_text(record: &ContainerRecord) -> String {
     let s = &record.state;
+    let now = crate::time::now_nanos().div_euclid(1_000_000_000) as i64;
+    let since = |t: &str| human_duration(now - unix_seconds(t));
     match s.status {
-        Status::Running => format!("Up since {}", s.started_at),
-        Status::Paused => format!("Up since {} (Paused)", s.started_at),
-        Status::Restarting => format!("Restarting ({})", s.exit_code),
-        Status::Exited => format!("Exited ({}) at {}", s.exit_code, s.finished_at),
+        Status::Running => format!("Up {}", since(&s.started_at)),
+        Status::Paused => format!("Up {} (Paused)", since(&s.started_at)),
+        Status::Restarting => format!("Restarting ({}) {} ago", s.exit_code, since(&s.finished_at)),
+        Status::Exited => format!("Exited ({}) {} ago", s.exit_code, since(&s.finished_at)),
         Status::Created => "Created".to_string(),
         Status::Removing => "Removal In Progress".to_string(),
         Status::Dead => "Dead".to_string(),
     }
+}
+
+/// Docker's `units.HumanDuration` wording.
+fn human_duration(seconds: i64) -> String {
+    let s = seconds.max(0);
+    match s {
+        0 => "Less than a second".into(),
+        1 => "1 second".into(),
+        2..=59 => format!("{s} seconds"),
+        60..=119 => "About a minute".into(),
+        120..=3599 => format!("{} minutes", s / 60),
+        3600..=7199 => "About an hour".into(),
+        7200..=172_799 => format!("{} hours", s / 3600),
+        172_800..=1_209_599 => format!("{} days", s / 86_400),
+        1_209_600..=5_183_999 => format!("{} weeks", s / 604_800),
+        5_184_000..=63_071_999 => format!("{} months", s / 2_592_000),
+        _ => format!("{} years", s / 31_536_000),
+    }
+}
+
+/// Host memory in bytes (what Docker reports as the limit of an unlimited container).
+fn host_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(u64::MAX)
 }
 
 fn unix_seconds(rfc3339: &str) -> i64 {
@@ -620,7 +654,7 @@ pub async fn stats(state: &ApiState, reference: &str) -> Result<ApiResponse, Api
         "memory_stats": {
             "usage": memory.usage.usage,
             "max_usage": memory.usage.max,
-            "limit": memory.usage.limit,
+            "limit": memory.usage.limit.min(host_memory()),
             "stats": memory.raw,
         },
         "blkio_stats": {},
