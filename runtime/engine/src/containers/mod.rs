@@ -55,10 +55,16 @@ pub struct MonitorCommand {
 
 impl Default for MonitorCommand {
     /// `berth-monitor` next to the running executable.
+    /// (or one directory up, where cargo puts binaries when the caller is a
+    /// test executable in `target/<profile>/deps`).
     fn default() -> Self {
-        let program = std::env::current_exe()
+        let exe_dir = std::env::current_exe()
             .ok()
-            .and_then(|exe| exe.parent().map(|d| d.join("berth-monitor")))
+            .and_then(|exe| exe.parent().map(Path::to_path_buf));
+        let program = exe_dir
+            .iter()
+            .flat_map(|d| [d.join("berth-monitor"), d.join("../berth-monitor")])
+            .find(|p| p.is_file())
             .unwrap_or_else(|| PathBuf::from("berth-monitor"));
         Self {
             program,
