@@ -925,6 +925,25 @@ pub async fn exec_start(
     Ok(upgrade_response(false))
 }
 
+/// `GET /containers/{id}/export`: the container's filesystem as a tar stream.
+pub async fn export(state: &ApiState, reference: &str) -> Result<ApiResponse, ApiError> {
+    let info = service(state).inspect(reference)?;
+    let mounts = info.record.rootfs.clone().ok_or_else(|| {
+        ApiError::Conflict(format!(
+            "container {} has no root filesystem to export",
+            info.record.id
+        ))
+    })?;
+    let (tx, response) = body::stream("application/x-tar");
+    tokio::task::spawn_blocking(move || {
+        let mut writer = body::ChannelWriter::new(tx);
+        // A failure mid-stream can only end the stream early (headers are out).
+        let _ = berth_snapshot::export_mounts(&mounts, &mut writer);
+        let _ = std::io::Write::flush(&mut writer);
+    });
+    Ok(response)
+}
+
 pub async fn prune(state: &ApiState) -> Result<ApiResponse, ApiError> {
     let report = service(state).prune().await?;
     Ok(body::json(

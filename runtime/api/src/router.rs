@@ -146,6 +146,7 @@ async fn route(request: Request<Incoming>, state: Arc<ApiState>) -> Result<ApiRe
                 ("logs", true, _) => return containers::logs(&state, id, &query).await,
                 ("top", true, _) => return containers::top(&state, id).await,
                 ("stats", true, _) => return containers::stats(&state, id).await,
+                ("export", true, _) => return containers::export(&state, id).await,
                 ("start", _, true) => return containers::start(&state, id).await,
                 ("stop", _, true) => return containers::stop(&state, id, &query).await,
                 ("restart", _, true) => return containers::restart(&state, id, &query).await,

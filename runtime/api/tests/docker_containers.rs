@@ -106,6 +106,23 @@ fn docker_container_lifecycle_with_busybox() {
     let err = server.docker(&["inspect", "sleeper"]);
     assert!(!err.status.success());
 
+    // export: the container's filesystem, as docker export writes it.
+    server.docker_ok(&["create", "--name", "exp", "busybox", "true"]);
+    let tar = server.dir.path().join("exp.tar");
+    server.docker_ok(&["export", "-o", tar.to_str().unwrap(), "exp"]);
+    let listing = std::process::Command::new("tar")
+        .arg("-tf")
+        .arg(&tar)
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout).into_owned();
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.trim_start_matches("./") == "bin/busybox"),
+        "{listing}"
+    );
+
     // Name conflicts are refused with Docker's wording.
     server.docker_ok(&["create", "--name", "dup", "busybox", "true"]);
     let dup = server.docker(&["create", "--name", "dup", "busybox", "true"]);

@@ -573,6 +573,47 @@ pub async fn wait(client: &Client, args: &ContainersArgs) -> Result<()> {
 }
 
 #[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Write to a file, instead of STDOUT.
+    #[arg(short, long)]
+    output: Option<std::path::PathBuf>,
+    container: String,
+}
+
+/// The container's filesystem as a tar archive.
+pub async fn export(client: &Client, args: &ExportArgs) -> Result<()> {
+    use std::io::IsTerminal;
+    if args.output.is_none() && std::io::stdout().is_terminal() {
+        bail!("cowardly refusing to save to a terminal. Use the -o flag or redirect");
+    }
+    let response = client
+        .call(
+            Method::GET,
+            &format!("/containers/{}/export", path_segment(&args.container)),
+        )
+        .await?;
+    match &args.output {
+        Some(path) => {
+            let tmp = path.with_extension("berth-partial");
+            let mut file = tokio::fs::File::create(&tmp)
+                .await
+                .with_context(|| format!("creating {}", tmp.display()))?;
+            if let Err(e) = client::copy_body_to(response, &mut file).await {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                return Err(e);
+            }
+            tokio::fs::rename(&tmp, path)
+                .await
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        None => {
+            client::copy_body_to(response, &mut tokio::io::stdout()).await?;
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Args)]
 pub struct PsArgs {
     /// Show all containers (default shows just running).
     #[arg(short, long)]

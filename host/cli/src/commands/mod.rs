@@ -49,6 +49,8 @@ pub enum Command {
     Logs(containers::LogsArgs),
     /// Block until one or more containers stop, then print their exit codes.
     Wait(containers::ContainersArgs),
+    /// Export a container's filesystem as a tar archive.
+    Export(containers::ExportArgs),
     /// Show the client and engine versions.
     Version(system::VersionArgs),
     /// Display system-wide information.
@@ -104,6 +106,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Ps(a) => done(containers::ps(&client, &a).await),
         Command::Logs(a) => done(containers::logs(&client, &a).await),
         Command::Wait(a) => done(containers::wait(&client, &a).await),
+        Command::Export(a) => done(containers::export(&client, &a).await),
         other => done(run_other(&client, other).await),
     }
 }
@@ -137,7 +140,8 @@ async fn run_other(client: &Client, command: Command) -> Result<()> {
         | Command::Rm(_)
         | Command::Ps(_)
         | Command::Logs(_)
-        | Command::Wait(_) => Ok(()),
+        | Command::Wait(_)
+        | Command::Export(_) => Ok(()),
         // The `berth` binary runs the daemon before the CLI parses anything.
         Command::Daemon { .. } => anyhow::bail!("`berth daemon` is run by the berth binary itself"),
     }
