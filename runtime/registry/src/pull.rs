@@ -390,7 +390,9 @@ impl RegistryClient {
         // The ingest is written (and hashed) on a blocking thread fed through a
         // bounded channel: network and hashing overlap, and dropping this future
         // closes the channel, which keeps the partial data for a resume.
-        let (tx, rx) = mpsc::channel::<WriterMsg>(64);
+        // Few chunks in flight: whatever sits in this queue at a crash is
+        // downloaded again on resume.
+        let (tx, rx) = mpsc::channel::<WriterMsg>(8);
         let (ready_tx, ready_rx) = oneshot::channel();
         let mut writer = Some({
             let store = store.clone();
@@ -605,7 +607,16 @@ fn write_ingest(
     }
     while let Some(msg) = rx.blocking_recv() {
         match msg {
-            WriterMsg::Data(bytes) => ingest.append(&bytes)?,
+            WriterMsg::Data(bytes) => {
+                ingest.append(&bytes)?;
+                // Batch writes while data streams in, but hand what we have
+                // to the kernel whenever the network is the bottleneck, so a
+                // killed pull keeps (nearly) everything it received.
+                if rx.is_empty() {
+                    std::io::Write::flush(&mut ingest)
+                        .map_err(|e| ContentError::from_ingest_io(&ingest, e))?;
+                }
+            }
             WriterMsg::Reset => ingest.reset()?,
             WriterMsg::Commit => {
                 ingest.commit()?;
