@@ -85,10 +85,15 @@ fn errors_are_json_with_the_right_status() {
     let r = server.http("POST", "/images/hello/tag?repo=Bad%20Name");
     assert_eq!(r.status, 400, "{}", r.body);
 
-    let r = server.http("GET", "/v1.45/containers/json");
+    let r = server.http("GET", "/v1.45/volumes");
     assert_eq!(r.status, 501);
     let msg = r.json()["message"].as_str().unwrap().to_string();
-    assert!(msg.contains("GET /containers/json"), "{msg}");
+    assert!(msg.contains("GET /volumes"), "{msg}");
+
+    let r = server.http("GET", "/v1.45/containers/nosuchcontainer/json");
+    assert_eq!(r.status, 404);
+    let msg = r.json()["message"].as_str().unwrap().to_string();
+    assert!(msg.contains("nosuchcontainer"), "{msg}");
 
     let r = server.http("POST", "/swarm/init");
     assert_eq!(r.status, 503);
