@@ -21,18 +21,6 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(month <= 2), month, day)
-}
-
 /// `2024-05-01T12:34:56.789Z` or with an offset (`+02:00`) → Unix seconds.
 pub fn parse_rfc3339(s: &str) -> Option<i64> {
     let s = s.trim();
@@ -68,16 +56,8 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
 
 /// Unix nanoseconds → `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ`.
 pub fn format_rfc3339_nanos(nanos: i128) -> String {
-    let secs = nanos.div_euclid(1_000_000_000) as i64;
-    let frac = nanos.rem_euclid(1_000_000_000);
-    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
-    let rem = secs.rem_euclid(86_400);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{frac:09}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    let nanos = i64::try_from(nanos).unwrap_or(i64::MAX);
+    berth_engine::containers::store::format_time(nanos)
 }
 
 /// Docker's `since`/`until`: Unix seconds with an optional fraction
