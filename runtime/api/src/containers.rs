@@ -676,16 +676,16 @@ pub async fn attach(
     let tty = info.record.config.tty;
     let want_stdin = query.flag("stdin");
     let want = [false, query.flag("stdout"), query.flag("stderr")];
-    // Resolve now so an unknown container is a 404; connect to the monitor
-    // after answering 101: before `start` the monitor does not exist yet,
-    // and the client only starts the container once this request returned.
-    let id = service(&state).resolve(reference)?;
+    // Register before answering 101 (an unknown container is a 404): the
+    // client starts the container as soon as this request returned, and
+    // `start` hands the monitor's socket to the clients registered by then.
+    let pending = service(&state).attach(reference)?;
     tokio::spawn(async move {
         let Ok(upgraded) = hyper::upgrade::on(request).await else {
             return;
         };
         let client = TokioIo::new(upgraded);
-        let socket = match service(&state).attach(&id).await {
+        let socket = match pending.connected().await {
             Ok(s) => s,
             Err(_) => return,
         };
@@ -733,26 +733,31 @@ async fn relay_attach<C>(
 {
     let (mut client_read, mut client_write) = tokio::io::split(client);
     let (mut sock_read, mut sock_write) = socket.into_split();
-    let input = tokio::spawn(async move {
-        if !want_stdin {
-            return;
-        }
-        let mut buf = vec![0u8; 32 * 1024];
-        loop {
-            match client_read.read(&mut buf).await {
-                Ok(0) | Err(_) => {
-                    // Half-close: an empty stdin frame closes the container's stdin.
-                    let _ = sock_write.write_all(&frame(0, &[])).await;
-                    break;
-                }
-                Ok(n) => {
-                    if sock_write.write_all(&frame(0, &buf[..n])).await.is_err() {
+    // Without stdin the write half is kept to the end: dropping it would
+    // half-close the connection, which the monitor reads as stdin closed.
+    let mut idle_write = None;
+    let input = if !want_stdin {
+        idle_write = Some(sock_write);
+        None
+    } else {
+        Some(tokio::spawn(async move {
+            let mut buf = vec![0u8; 32 * 1024];
+            loop {
+                match client_read.read(&mut buf).await {
+                    Ok(0) | Err(_) => {
+                        // Half-close: an empty stdin frame closes the container's stdin.
+                        let _ = sock_write.write_all(&frame(0, &[])).await;
                         break;
+                    }
+                    Ok(n) => {
+                        if sock_write.write_all(&frame(0, &buf[..n])).await.is_err() {
+                            break;
+                        }
                     }
                 }
             }
-        }
-    });
+        }))
+    };
     let mut header = [0u8; 8];
     loop {
         if sock_read.read_exact(&mut header).await.is_err() {
@@ -780,7 +785,10 @@ async fn relay_attach<C>(
         }
     }
     let _ = client_write.shutdown().await;
-    input.abort();
+    if let Some(input) = input {
+        input.abort();
+    }
+    drop(idle_write);
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -78,6 +78,15 @@ fn docker_container_lifecycle_with_busybox() {
     assert_eq!(String::from_utf8_lossy(&logs.stdout), "out\n");
     assert!(String::from_utf8_lossy(&logs.stderr).contains("err"));
 
+    // Output of a container that exits at once is never lost (the attach
+    // connection is made before start, and survives the client's
+    // half-close): a race shows up within a few runs.
+    for i in 0..5 {
+        let text = format!("run {i}");
+        let out = server.docker(&["run", "--rm", "busybox", "echo", &text]);
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), text);
+    }
+
     // A detached container: ps, exec, inspect, top, stop, start, rm -f.
     let id = server.docker_ok(&["run", "-d", "--name", "sleeper", "busybox", "sleep", "60"]);
     assert_eq!(id.trim().len(), 64, "{id}");

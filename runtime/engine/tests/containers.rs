@@ -625,12 +625,10 @@ fn attach_before_start_gets_stdin_and_output() {
     req.open_stdin = true;
     req.stdin_once = true;
     let id = env.create(req).expect("create");
-    let svc = env.svc().clone();
-    let id2 = id.clone();
-    let attached = env.rt.spawn(async move { svc.attach(&id2).await });
-    std::thread::sleep(Duration::from_millis(100));
+    // Registered before start, connected by it.
+    let pending = env.svc().attach(&id).expect("attach");
     env.rt.block_on(env.svc().start(&id)).expect("start");
-    let mut stream = env.rt.block_on(attached).expect("join").expect("attach");
+    let mut stream = env.rt.block_on(pending.connected()).expect("attach");
     stream
         .set_read_timeout(Some(Duration::from_secs(20)))
         .expect("timeout");

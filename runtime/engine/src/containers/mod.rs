@@ -145,6 +145,27 @@ impl ExecSession {
     }
 }
 
+/// An attach client's connection to the monitor, now or once started.
+pub enum PendingAttach {
+    Ready(UnixStream),
+    Waiting {
+        id: String,
+        rx: oneshot::Receiver<UnixStream>,
+    },
+}
+
+impl PendingAttach {
+    /// The connection; an error if the container is removed before it starts.
+    pub async fn connected(self) -> Result<UnixStream> {
+        match self {
+            Self::Ready(s) => Ok(s),
+            Self::Waiting { id, rx } => rx
+                .await
+                .map_err(|_| ContainerError::Conflict(format!("container {id} was removed"))),
+        }
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -854,22 +875,29 @@ impl ContainerService {
         Ok(rx)
     }
 
-    /// A connection to the container's attach socket (see [`attach`] for the
-    /// framing). For a container not started yet this waits until `start`
-    /// connects it, so no output is missed.
-    pub async fn attach(&self, reference: &str) -> Result<UnixStream> {
-        let (id, dir, record) = self.load(reference)?;
-        if record.state.status.is_active() {
+    /// Registers an attach client and returns its connection to be: at
+    /// once for a container whose monitor runs, otherwise when `start`
+    /// connects it, so no output is missed. Call this before answering the
+    /// client (which starts the container only once attach returned).
+    pub fn attach(&self, reference: &str) -> Result<PendingAttach> {
+        let id = self.resolve(reference)?;
+        let dir = self.dir(&id);
+        // The record is read under the lock `start` drains the waiters
+        // under: either it is read before the drain (and the waiter is
+        // drained) or after (and the monitor, which records its pid before
+        // reporting `created`, is seen alive).
+        let mut pending = lock(&self.inner.pending_attach);
+        let record = store::read_record(&dir)
+            .map_err(|_| ContainerError::NoSuchContainer(reference.to_string()))?;
+        if record.state.status.is_active() || Self::monitor_alive(&record) {
+            drop(pending);
             return store::connect_socket(&dir, store::ATTACH_SOCKET)
+                .map(PendingAttach::Ready)
                 .map_err(ContainerError::io("connecting to the attach socket"));
         }
         let (tx, rx) = oneshot::channel();
-        lock(&self.inner.pending_attach)
-            .entry(id.clone())
-            .or_default()
-            .push(tx);
-        rx.await
-            .map_err(|_| ContainerError::Conflict(format!("container {id} was removed")))
+        pending.entry(id.clone()).or_default().push(tx);
+        Ok(PendingAttach::Waiting { id, rx })
     }
 
     // ---- exec ----------------------------------------------------------

@@ -203,6 +203,9 @@ fn run(dir: &Path, runtime_root: &Path) -> i32 {
 struct Client {
     stream: UnixStream,
     buf: Vec<u8>,
+    /// False once the client half-closed: it sends nothing more but still
+    /// receives the output.
+    reading: bool,
 }
 
 struct Monitor {
@@ -224,13 +227,7 @@ struct Exit {
 
 impl Monitor {
     fn new(dir: &Path, runtime_root: &Path, stderr_fd: Option<File>) -> Result<Self, String> {
-        let pid = std::process::id() as i32;
-        let start = store::proc_start_time(pid).map(|(s, _)| s).unwrap_or(0);
-        let (_, record) = store::update_record(dir, |r| {
-            r.state.monitor_pid = pid;
-            r.state.monitor_start_time = start;
-        })
-        .map_err(|e| e.to_string())?;
+        let record = store::read_record(dir).map_err(|e| e.to_string())?;
         let hc = &record.config.host_config;
         let log = LogWriter::open(
             store::log_path(dir, &record.id),
@@ -246,6 +243,15 @@ impl Monitor {
         listener
             .set_nonblocking(true)
             .map_err(|e| format!("attach socket: {e}"))?;
+        // Recorded once the attach socket exists: the daemon connects
+        // clients directly to a monitor it sees alive.
+        let pid = std::process::id() as i32;
+        let start = store::proc_start_time(pid).map(|(s, _)| s).unwrap_or(0);
+        let (_, record) = store::update_record(dir, |r| {
+            r.state.monitor_pid = pid;
+            r.state.monitor_start_time = start;
+        })
+        .map_err(|e| e.to_string())?;
         Ok(Self {
             dir: dir.to_path_buf(),
             id: record.id.clone(),
@@ -362,6 +368,7 @@ impl Monitor {
                 self.clients.push(Client {
                     stream,
                     buf: Vec::new(),
+                    reading: true,
                 });
             }
         }
@@ -583,7 +590,7 @@ impl Monitor {
             let reading_clients = pending_in.len() < (1 << 20);
             for c in &self.clients {
                 fds.push(pfd(
-                    if reading_clients {
+                    if reading_clients && c.reading {
                         c.stream.as_raw_fd()
                     } else {
                         -1
@@ -666,7 +673,7 @@ impl Monitor {
                 let mut chunk = [0u8; 16 * 1024];
                 match c.stream.read(&mut chunk) {
                     Ok(0) => {
-                        gone.push(i);
+                        c.reading = false;
                         if stdin_once {
                             close_stdin = true;
                         }
