@@ -153,6 +153,13 @@ impl ConsoleReceiver {
     }
 }
 
+impl std::os::fd::AsRawFd for ConsoleReceiver {
+    /// The listening socket, to poll for the runtime's connection.
+    fn as_raw_fd(&self) -> RawFd {
+        self.listener.as_raw_fd()
+    }
+}
+
 impl Drop for ConsoleReceiver {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);

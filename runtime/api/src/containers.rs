@@ -103,6 +103,7 @@ struct HostConfigBody {
     init: Option<bool>,
     network_mode: Option<String>,
     oom_score_adj: i32,
+    console_size: Option<Vec<u16>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -154,6 +155,7 @@ impl CreateBody {
                 init: host.init.unwrap_or(false),
                 network_mode: host.network_mode.unwrap_or_default(),
                 oom_score_adj: host.oom_score_adj,
+                console_size: console_size(host.console_size.as_deref()),
                 log_max_size: None,
                 log_max_files: None,
             },
@@ -799,8 +801,17 @@ struct ExecBody {
     working_dir: Option<String>,
     user: Option<String>,
     tty: bool,
+    console_size: Option<Vec<u16>>,
     attach_stdin: bool,
     privileged: bool,
+}
+
+/// Docker's `ConsoleSize`: `[height, width]`; zeros mean unset.
+fn console_size(size: Option<&[u16]>) -> Option<(u16, u16)> {
+    match size {
+        Some(&[h, w]) if h > 0 && w > 0 => Some((h, w)),
+        _ => None,
+    }
 }
 
 pub async fn exec_create(
@@ -822,6 +833,7 @@ pub async fn exec_create(
             working_dir: parsed.working_dir.filter(|w| !w.is_empty()),
             user: parsed.user.filter(|u| !u.is_empty()),
             tty: parsed.tty,
+            console_size: console_size(parsed.console_size.as_deref()),
             attach_stdin: parsed.attach_stdin,
             privileged: parsed.privileged,
         },
@@ -841,6 +853,39 @@ pub async fn exec_inspect(state: &ApiState, exec_id: &str) -> Result<ApiResponse
             "Pid": info.pid,
         }),
     ))
+}
+
+/// `h` and `w` of a resize request.
+fn terminal_size(query: &Query) -> Result<(u16, u16), ApiError> {
+    let dim = |key: &str| -> Result<u16, ApiError> {
+        let value = query.get(key).unwrap_or("0");
+        value
+            .parse()
+            .map_err(|_| ApiError::bad(format!("invalid {key} for a resize: {value:?}")))
+    };
+    Ok((dim("h")?, dim("w")?))
+}
+
+/// `POST /containers/{id}/resize?h=&w=`.
+pub async fn resize(
+    state: &ApiState,
+    reference: &str,
+    query: &Query,
+) -> Result<ApiResponse, ApiError> {
+    let (h, w) = terminal_size(query)?;
+    service(state).resize(reference, h, w)?;
+    Ok(body::empty(StatusCode::OK))
+}
+
+/// `POST /exec/{id}/resize?h=&w=`.
+pub async fn exec_resize(
+    state: &ApiState,
+    exec_id: &str,
+    query: &Query,
+) -> Result<ApiResponse, ApiError> {
+    let (h, w) = terminal_size(query)?;
+    service(state).exec_resize(exec_id, h, w)?;
+    Ok(body::empty(StatusCode::CREATED))
 }
 
 /// `POST /exec/{id}/start`: detached, or upgraded with the process's stdio
@@ -867,6 +912,7 @@ pub async fn exec_start(
     let request = Request::from_parts(parts, http_body_util::Empty::<Bytes>::new());
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(64);
     let stdin = session.stdin.take();
+    let tty = session.tty;
     let spawn_reader = |mut reader: Box<dyn std::io::Read + Send>,
                         kind: u8,
                         tx: tokio::sync::mpsc::Sender<Bytes>| {
@@ -876,7 +922,12 @@ pub async fn exec_start(
                 match reader.read(&mut buf) {
                     Ok(0) | Err(_) => break,
                     Ok(n) => {
-                        if tx.blocking_send(frame(kind, &buf[..n])).is_err() {
+                        let chunk = if tty {
+                            Bytes::copy_from_slice(&buf[..n])
+                        } else {
+                            frame(kind, &buf[..n])
+                        };
+                        if tx.blocking_send(chunk).is_err() {
                             break;
                         }
                     }
@@ -886,10 +937,10 @@ pub async fn exec_start(
     };
     let mut readers = Vec::new();
     if let Some(out) = session.stdout.take() {
-        readers.push(spawn_reader(Box::new(out), 1, tx.clone()));
+        readers.push(spawn_reader(out, 1, tx.clone()));
     }
     if let Some(err) = session.stderr.take() {
-        readers.push(spawn_reader(Box::new(err), 2, tx.clone()));
+        readers.push(spawn_reader(err, 2, tx.clone()));
     }
     drop(tx);
     std::thread::spawn(move || {
@@ -930,7 +981,7 @@ pub async fn exec_start(
         let _ = client_write.shutdown().await;
         input.abort();
     });
-    Ok(upgrade_response(false))
+    Ok(upgrade_response(tty))
 }
 
 /// `GET /containers/{id}/export`: the container's filesystem as a tar stream.

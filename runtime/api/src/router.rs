@@ -156,8 +156,7 @@ async fn route(request: Request<Incoming>, state: Arc<ApiState>) -> Result<ApiRe
                 ("wait", _, true) => return containers::wait(&state, id, &query).await,
                 ("rename", _, true) => return containers::rename(&state, id, &query).await,
                 ("exec", _, true) => return containers::exec_create(&state, id, body).await,
-                // A TTY resize: the terminal size is set at start for now.
-                ("resize", _, true) => return Ok(body::empty(hyper::StatusCode::OK)),
+                ("resize", _, true) => return containers::resize(&state, id, &query).await,
                 _ => {}
             }
         }
@@ -165,7 +164,9 @@ async fn route(request: Request<Incoming>, state: Arc<ApiState>) -> Result<ApiRe
     if let Some(rest) = path.trim_end_matches('/').strip_prefix("/exec/") {
         match rest.split_once('/') {
             Some((id, "json")) if get => return containers::exec_inspect(&state, id).await,
-            Some((_, "resize")) if post => return Ok(body::empty(hyper::StatusCode::CREATED)),
+            Some((id, "resize")) if post => {
+                return containers::exec_resize(&state, id, &query).await
+            }
             _ => {}
         }
     }

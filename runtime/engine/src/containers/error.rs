@@ -63,6 +63,9 @@ pub enum ContainerError {
         #[source]
         source: serde_json::Error,
     },
+    /// 500: an exec's process could not be started.
+    #[error("exec failed: {0}")]
+    ExecFailed(String),
     #[error("background task failed: {0}")]
     Task(String),
 }

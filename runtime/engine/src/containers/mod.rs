@@ -15,6 +15,7 @@
 
 pub mod attach;
 mod error;
+mod exec;
 pub mod logs;
 pub mod monitor;
 mod names;
@@ -23,6 +24,8 @@ pub mod store;
 mod types;
 
 pub use error::ContainerError;
+use exec::ExecRecord;
+pub use exec::ExecSession;
 pub use types::*;
 
 use std::collections::HashMap;
@@ -30,13 +33,12 @@ use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use berth_runtime::container::Runtime;
 use nix::sys::signal::Signal;
-use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::images::{ImageError, ImageService};
@@ -96,15 +98,6 @@ impl ServiceConfig {
     }
 }
 
-struct ExecRecord {
-    container_id: String,
-    config: ExecConfig,
-    running: bool,
-    exit_code: Option<i32>,
-    pid: i32,
-    pid_file: PathBuf,
-}
-
 struct Inner {
     cfg: ServiceConfig,
     images: Arc<ImageService>,
@@ -118,31 +111,6 @@ struct Inner {
 #[derive(Clone)]
 pub struct ContainerService {
     inner: Arc<Inner>,
-}
-
-/// A running exec: the process's stdio (pipes) and its exit code.
-pub struct ExecSession {
-    pub stdin: Option<ChildStdin>,
-    pub stdout: Option<ChildStdout>,
-    pub stderr: Option<ChildStderr>,
-    child: Child,
-    exec_id: String,
-    service: ContainerService,
-}
-
-impl ExecSession {
-    /// Waits for the process; returns its exit code (128+signal if killed;
-    /// 126/127 when it could not be started).
-    pub fn wait(mut self) -> Result<i32> {
-        drop(self.stdin.take());
-        let status = self
-            .child
-            .wait()
-            .map_err(ContainerError::io("waiting for the exec helper"))?;
-        let code = status.code().unwrap_or(137);
-        self.service.finish_exec(&self.exec_id, code);
-        Ok(code)
-    }
 }
 
 /// An attach client's connection to the monitor, now or once started.
@@ -900,179 +868,25 @@ impl ContainerService {
         Ok(PendingAttach::Waiting { id, rx })
     }
 
-    // ---- exec ----------------------------------------------------------
-
-    pub fn exec_create(&self, reference: &str, config: ExecConfig) -> Result<String> {
-        let (id, _, record) = self.load(reference)?;
-        if !matches!(record.state.status, Status::Running) {
-            return Err(if record.state.status == Status::Paused {
-                ContainerError::Paused(id)
-            } else {
-                ContainerError::NotRunning(id)
-            });
+    /// Sets the terminal size of a running TTY container (the monitor holds
+    /// the pty master; it takes the size as a resize frame).
+    pub fn resize(&self, reference: &str, height: u16, width: u16) -> Result<()> {
+        let (id, dir, record) = self.load(reference)?;
+        if !record.config.tty {
+            return Err(ContainerError::Conflict(format!(
+                "container {id} has no terminal to resize"
+            )));
         }
-        if config.cmd.is_empty() {
-            return Err(ContainerError::InvalidParameter(
-                "No exec command specified".into(),
-            ));
+        if !record.state.status.is_active() {
+            return Err(ContainerError::NotRunning(id));
         }
-        if config.tty {
-            return Err(ContainerError::InvalidParameter(
-                "exec with a TTY is not supported yet".into(),
-            ));
-        }
-        let exec_id = store::random_id()?;
-        let pid_file = self.dir(&id).join(format!("exec-{exec_id}.pid"));
-        lock(&self.inner.execs).insert(
-            exec_id.clone(),
-            ExecRecord {
-                container_id: id,
-                config,
-                running: false,
-                exit_code: None,
-                pid: 0,
-                pid_file,
-            },
-        );
-        Ok(exec_id)
-    }
-
-    /// Starts an exec; the process's stdio are the session's pipes.
-    pub fn exec_start(&self, exec_id: &str) -> Result<ExecSession> {
-        let (container_id, config, pid_file) = {
-            let mut execs = lock(&self.inner.execs);
-            let e = execs
-                .get_mut(exec_id)
-                .ok_or_else(|| ContainerError::NoSuchExec(exec_id.to_string()))?;
-            if e.running || e.exit_code.is_some() {
-                return Err(ContainerError::Conflict(format!(
-                    "exec {exec_id} has already been started"
-                )));
-            }
-            e.running = true;
-            (e.container_id.clone(), e.config.clone(), e.pid_file.clone())
-        };
-        let result = self.exec_spawn(exec_id, &container_id, &config, &pid_file);
-        if result.is_err() {
-            if let Some(e) = lock(&self.inner.execs).get_mut(exec_id) {
-                e.running = false;
-            }
-        }
-        result
-    }
-
-    fn exec_spawn(
-        &self,
-        exec_id: &str,
-        id: &str,
-        config: &ExecConfig,
-        pid_file: &Path,
-    ) -> Result<ExecSession> {
-        let dir = self.dir(id);
-        let record = store::read_record(&dir)?;
-        if record.state.status != Status::Running {
-            return Err(ContainerError::NotRunning(id.to_string()));
-        }
-        let spec_path = dir.join("config.json");
-        let spec: Value = serde_json::from_slice(
-            &fs::read(&spec_path).map_err(ContainerError::io("reading config.json"))?,
-        )
-        .map_err(|source| ContainerError::CorruptState {
-            path: spec_path,
-            source,
-        })?;
-        let mut process = spec.get("process").cloned().unwrap_or(Value::Null);
-        let mut env = record.resolved.env.clone();
-        for e in &config.env {
-            if let Some((k, _)) = e.split_once('=') {
-                env.retain(|x| x.split('=').next() != Some(k));
-                env.push(e.clone());
-            }
-        }
-        process["args"] = serde_json::json!(config.cmd);
-        process["env"] = serde_json::json!(env);
-        process["terminal"] = Value::Bool(false);
-        if let Some(w) = config.working_dir.as_deref().filter(|w| !w.is_empty()) {
-            process["cwd"] = Value::String(w.to_string());
-        }
-        if let Some(u) = config.user.as_deref().filter(|u| !u.is_empty()) {
-            let (uid, gid, extra) = spec::resolve_user(&dir.join("rootfs"), u)?;
-            process["user"] =
-                serde_json::json!({ "uid": uid, "gid": gid, "additionalGids": extra });
-        }
-        if config.privileged {
-            let mut all = record.config.clone();
-            all.host_config.privileged = true;
-            let caps = spec::capabilities(&all)?;
-            process["capabilities"] =
-                serde_json::json!({ "bounding": caps, "effective": caps, "permitted": caps });
-        }
-        let process_path = dir.join(format!("exec-{exec_id}.json"));
-        let data = serde_json::to_vec(&process)
-            .map_err(|e| ContainerError::InvalidParameter(e.to_string()))?;
-        store::write_atomic(&process_path, &data)?;
-        let mon = &self.inner.cfg.monitor;
-        let mut child = Command::new(&mon.program)
-            .args(&mon.args)
-            .arg("exec")
-            .arg(&self.inner.cfg.runtime_root)
-            .arg(id)
-            .arg(&process_path)
-            .arg(pid_file)
-            .stdin(if config.attach_stdin {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(ContainerError::io("starting the exec helper"))?;
-        Ok(ExecSession {
-            stdin: child.stdin.take(),
-            stdout: child.stdout.take(),
-            stderr: child.stderr.take(),
-            child,
-            exec_id: exec_id.to_string(),
-            service: self.clone(),
-        })
-    }
-
-    fn finish_exec(&self, exec_id: &str, code: i32) {
-        let mut execs = lock(&self.inner.execs);
-        if let Some(e) = execs.get_mut(exec_id) {
-            e.running = false;
-            e.exit_code = Some(code);
-            e.pid = fs::read_to_string(&e.pid_file)
-                .ok()
-                .and_then(|s| s.trim().parse().ok())
-                .unwrap_or(0);
-            let _ = fs::remove_file(&e.pid_file);
-            let dir = self.dir(&e.container_id);
-            let _ = fs::remove_file(dir.join(format!("exec-{exec_id}.json")));
-        }
-    }
-
-    pub fn exec_inspect(&self, exec_id: &str) -> Result<ExecInspect> {
-        let execs = lock(&self.inner.execs);
-        let e = execs
-            .get(exec_id)
-            .ok_or_else(|| ContainerError::NoSuchExec(exec_id.to_string()))?;
-        let pid = if e.running {
-            fs::read_to_string(&e.pid_file)
-                .ok()
-                .and_then(|s| s.trim().parse().ok())
-                .unwrap_or(0)
-        } else {
-            e.pid
-        };
-        Ok(ExecInspect {
-            id: exec_id.to_string(),
-            container_id: e.container_id.clone(),
-            running: e.running,
-            exit_code: e.exit_code,
-            pid,
-        })
+        let mut size = [0u8; 4];
+        size[..2].copy_from_slice(&height.to_be_bytes());
+        size[2..].copy_from_slice(&width.to_be_bytes());
+        let mut stream = store::connect_socket(&dir, store::ATTACH_SOCKET)
+            .map_err(ContainerError::io("connecting to the attach socket"))?;
+        attach::write_frame(&mut stream, attach::RESIZE, &size)
+            .map_err(ContainerError::io("sending the terminal size"))
     }
 
     // ---- top / stats / prune ---------------------------------------------

@@ -40,19 +40,21 @@ use super::types::{ContainerRecord, Status, Stream};
 /// the returned code). Arguments:
 ///
 /// - `run <container-dir> <runtime-root>`
-/// - `exec <runtime-root> <id> <process.json> <pid-file>`
+/// - `exec <runtime-root> <id> <process.json> <pid-file> [<console-socket>]`
+///   (the socket a TTY exec's pty master is sent to)
 pub fn main_with_args(args: &[String]) -> i32 {
     match args.get(1).map(String::as_str) {
         Some("run") if args.len() == 4 => run(Path::new(&args[2]), Path::new(&args[3])),
-        Some("exec") if args.len() == 6 => exec(
+        Some("exec") if args.len() == 6 || args.len() == 7 => exec(
             Path::new(&args[2]),
             &args[3],
             Path::new(&args[4]),
             Path::new(&args[5]),
+            args.get(6).map(Path::new),
         ),
         _ => {
             eprintln!(
-                "usage: berth-monitor run <container-dir> <runtime-root>\n       berth-monitor exec <runtime-root> <id> <process.json> <pid-file>"
+                "usage: berth-monitor run <container-dir> <runtime-root>\n       berth-monitor exec <runtime-root> <id> <process.json> <pid-file> [<console-socket>]"
             );
             2
         }
@@ -65,7 +67,13 @@ fn ensure_cloned() -> Result<(), String> {
 
 // ---- exec helper ------------------------------------------------------------
 
-fn exec(runtime_root: &Path, id: &str, process_json: &Path, pid_file: &Path) -> i32 {
+fn exec(
+    runtime_root: &Path,
+    id: &str,
+    process_json: &Path,
+    pid_file: &Path,
+    console_socket: Option<&Path>,
+) -> i32 {
     if let Err(e) = ensure_cloned() {
         eprintln!("berth-monitor: {e}");
         return 126;
@@ -77,8 +85,31 @@ fn exec(runtime_root: &Path, id: &str, process_json: &Path, pid_file: &Path) -> 
         let container = Runtime::new(runtime_root, false)
             .load(id)
             .map_err(|e| e.to_string())?;
+        // The socket's path may be too long for sun_path: reach it through
+        // a handle on its directory.
+        let console_dir = match console_socket {
+            Some(p) => Some(
+                File::options()
+                    .read(true)
+                    .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+                    .open(p.parent().unwrap_or(Path::new("/")))
+                    .map_err(|e| format!("opening {}: {e}", p.display()))?,
+            ),
+            None => None,
+        };
+        let console_socket = match (console_socket, console_dir.as_ref()) {
+            (Some(p), Some(d)) => Some(PathBuf::from(format!(
+                "/proc/self/fd/{}/{}",
+                d.as_raw_fd(),
+                p.file_name()
+                    .map(|n| n.to_string_lossy())
+                    .unwrap_or_default()
+            ))),
+            _ => None,
+        };
         let opts = ExecOptions {
             pid_file: Some(pid_file.to_path_buf()),
+            console_socket,
             ..ExecOptions::default()
         };
         match container.exec(&process, &opts) {

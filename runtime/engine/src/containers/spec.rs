@@ -459,6 +459,9 @@ pub fn build(record: &ContainerRecord, dir: &Path) -> Result<Value, ContainerErr
         },
         "noNewPrivileges": nnp,
     });
+    if let Some((height, width)) = hc.console_size.filter(|_| create.tty) {
+        process["consoleSize"] = json!({ "height": height, "width": width });
+    }
     if !extra_gids.is_empty() {
         process["user"]["additionalGids"] = json!(extra_gids);
     }

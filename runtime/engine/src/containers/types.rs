@@ -66,6 +66,8 @@ pub struct HostConfig {
     /// network namespace with only loopback (networking comes later).
     pub network_mode: String,
     pub oom_score_adj: i32,
+    /// Initial terminal size (height, width) of a TTY container.
+    pub console_size: Option<(u16, u16)>,
     /// json-file log cap per file in bytes (default 10 MiB) and file count
     /// (default 3).
     pub log_max_size: Option<u64>,
@@ -273,8 +275,9 @@ pub struct ExecConfig {
     pub env: Vec<String>,
     pub working_dir: Option<String>,
     pub user: Option<String>,
-    /// Not supported yet (rejected).
     pub tty: bool,
+    /// Initial terminal size (height, width) for a TTY.
+    pub console_size: Option<(u16, u16)>,
     pub attach_stdin: bool,
     pub privileged: bool,
 }
