@@ -64,6 +64,7 @@ struct CreateBody {
     stdin_once: bool,
     stop_signal: Option<String>,
     stop_timeout: Option<u64>,
+    healthcheck: Option<berth_image::manifest::HealthConfig>,
     host_config: Option<HostConfigBody>,
 }
 
@@ -131,6 +132,7 @@ impl CreateBody {
             stdin_once: self.stdin_once,
             stop_signal: self.stop_signal,
             stop_timeout: self.stop_timeout,
+            healthcheck: self.healthcheck,
             host_config: HostConfig {
                 binds: host.binds.unwrap_or_default(),
                 tmpfs: host.tmpfs.unwrap_or_default(),
@@ -206,7 +208,11 @@ fn status_text(record: &ContainerRecord) -> String {
     let now = crate::time::now_nanos().div_euclid(1_000_000_000) as i64;
     let since = |t: &str| human_duration(now - unix_seconds(t));
     match s.status {
-        Status::Running => format!("Up {}", since(&s.started_at)),
+        Status::Running => format!(
+            "Up {}{}",
+            since(&s.started_at),
+            s.health.as_ref().map_or("", |h| h.status.ps_suffix())
+        ),
         Status::Paused => format!("Up {} (Paused)", since(&s.started_at)),
         Status::Restarting => format!("Restarting ({}) {} ago", s.exit_code, since(&s.finished_at)),
         Status::Exited => format!("Exited ({}) {} ago", s.exit_code, since(&s.finished_at)),
@@ -214,6 +220,16 @@ fn status_text(record: &ContainerRecord) -> String {
         Status::Removing => "Removal In Progress".to_string(),
         Status::Dead => "Dead".to_string(),
     }
+}
+
+/// `State.Health` in Docker's shape.
+fn health_json(h: &berth_engine::containers::Health) -> Value {
+    let log: Vec<Value> = h
+        .log
+        .iter()
+        .map(|r| json!({"Start": r.start, "End": r.end, "ExitCode": r.exit_code, "Output": r.output}))
+        .collect();
+    json!({"Status": h.status.as_str(), "FailingStreak": h.failing_streak, "Log": log})
 }
 
 /// Docker's `units.HumanDuration` wording.
@@ -341,6 +357,7 @@ pub async fn inspect(state: &ApiState, reference: &str) -> Result<ApiResponse, A
             "Error": s.error,
             "StartedAt": if s.started_at.is_empty() { "0001-01-01T00:00:00Z" } else { &s.started_at },
             "FinishedAt": if s.finished_at.is_empty() { "0001-01-01T00:00:00Z" } else { &s.finished_at },
+            "Health": s.health.as_ref().map(health_json),
         },
         "Image": r.image_id,
         "ResolvConfPath": format!("{}/resolv.conf", info.dir),
@@ -391,6 +408,7 @@ pub async fn inspect(state: &ApiState, reference: &str) -> Result<ApiResponse, A
             "Entrypoint": if r.resolved.entrypoint.is_empty() { Value::Null } else { json!(r.resolved.entrypoint) },
             "Labels": r.resolved.labels,
             "StopSignal": r.resolved.stop_signal,
+            "Healthcheck": r.resolved.healthcheck,
         },
         "NetworkSettings": {"Networks": {}, "Ports": {}},
     });
@@ -942,12 +960,14 @@ pub async fn exec_start(
     if let Some(err) = session.stderr.take() {
         readers.push(spawn_reader(err, 2, tx.clone()));
     }
-    drop(tx);
+    // The stream ends only once the exit code is recorded: clients ask for
+    // it (GET /exec/{id}/json) as soon as the stream closes.
     std::thread::spawn(move || {
         for r in readers {
             let _ = r.join();
         }
         let _ = session.wait();
+        drop(tx);
     });
     tokio::spawn(async move {
         let Ok(upgraded) = hyper::upgrade::on(request).await else {

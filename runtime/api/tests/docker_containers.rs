@@ -93,6 +93,11 @@ fn docker_container_lifecycle_with_busybox() {
     let ps = server.docker_ok(&["ps", "--format", "{{.Names}} {{.Status}}"]);
     assert!(ps.contains("sleeper Up"), "{ps}");
     assert_eq!(server.docker_ok(&["exec", "sleeper", "echo", "hi"]), "hi\n");
+    // The exec's exit code reaches the client (asked right after the stream ends).
+    for _ in 0..3 {
+        let failed = server.docker(&["exec", "sleeper", "sh", "-c", "exit 7"]);
+        assert_eq!(failed.status.code(), Some(7));
+    }
     let status = server.docker_ok(&[
         "inspect",
         "-f",

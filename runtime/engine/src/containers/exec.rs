@@ -260,6 +260,12 @@ impl ContainerService {
         }
     }
 
+    /// Drops a finished exec's record (internal probes, which nobody
+    /// inspects).
+    pub(super) fn exec_forget(&self, exec_id: &str) {
+        lock(&self.inner.execs).remove(exec_id);
+    }
+
     pub fn exec_inspect(&self, exec_id: &str) -> Result<ExecInspect> {
         let execs = lock(&self.inner.execs);
         let e = execs

@@ -16,6 +16,7 @@
 pub mod attach;
 mod error;
 mod exec;
+mod health;
 pub mod logs;
 pub mod monitor;
 mod names;
@@ -26,6 +27,7 @@ mod types;
 pub use error::ContainerError;
 use exec::ExecRecord;
 pub use exec::ExecSession;
+pub use health::{Health, HealthResult, HealthStatus};
 pub use types::*;
 
 use std::collections::HashMap;
@@ -177,6 +179,7 @@ impl ContainerService {
         };
         for id in service.ids() {
             service.restore(&id);
+            service.watch_health(&id);
         }
         Ok(service)
     }
@@ -419,6 +422,7 @@ impl ContainerService {
         let this = self.clone();
         let started_id = id.clone();
         blocking(move || this.start_blocking(&id, &dir, &record)).await?;
+        self.watch_health(&started_id);
         if auto_remove {
             // `--rm`: once the container is done (restart policies are
             // refused with auto-remove), remove it. If the daemon goes away

@@ -137,6 +137,7 @@ pub fn resolve(
             .as_ref()
             .map(|p| p.keys().cloned().collect())
             .unwrap_or_default(),
+        healthcheck: super::health::merge(create.healthcheck.as_ref(), image.healthcheck.as_ref())?,
     })
 }
 

@@ -32,6 +32,8 @@ pub struct ContainerCreate {
     pub stop_signal: Option<String>,
     /// Seconds `stop` waits before SIGKILL when the caller gives none.
     pub stop_timeout: Option<u64>,
+    /// Over the image's `HEALTHCHECK`; `Test: ["NONE"]` disables it.
+    pub healthcheck: Option<berth_image::manifest::HealthConfig>,
     pub host_config: HostConfig,
 }
 
@@ -130,6 +132,8 @@ pub struct ResolvedConfig {
     pub stop_signal: String,
     pub hostname: String,
     pub exposed_ports: Vec<String>,
+    /// The health check in effect (the container's over the image's).
+    pub healthcheck: Option<berth_image::manifest::HealthConfig>,
 }
 
 /// The mutable part of the record: written by the monitor while one runs.
@@ -154,6 +158,8 @@ pub struct RunState {
     /// The monitor process (pid and /proc start time, 0 when none).
     pub monitor_pid: i32,
     pub monitor_start_time: u64,
+    /// Present while a health check runs (Docker's `State.Health`).
+    pub health: Option<super::health::Health>,
 }
 
 /// Everything persisted about a container (`<root>/containers/<id>/state.json`).
