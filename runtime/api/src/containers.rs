@@ -65,6 +65,8 @@ struct CreateBody {
     stop_signal: Option<String>,
     stop_timeout: Option<u64>,
     healthcheck: Option<berth_image::manifest::HealthConfig>,
+    /// Anonymous volumes (`-v /path`): the keys matter.
+    volumes: Option<BTreeMap<String, Value>>,
     host_config: Option<HostConfigBody>,
 }
 
@@ -88,6 +90,7 @@ impl StringOrList {
 #[serde(rename_all = "PascalCase", default)]
 struct HostConfigBody {
     binds: Option<Vec<String>>,
+    mounts: Option<Vec<berth_engine::containers::MountSpec>>,
     tmpfs: Option<BTreeMap<String, String>>,
     memory: i64,
     memory_swap: i64,
@@ -133,8 +136,13 @@ impl CreateBody {
             stop_signal: self.stop_signal,
             stop_timeout: self.stop_timeout,
             healthcheck: self.healthcheck,
+            volumes: self
+                .volumes
+                .map(|v| v.into_keys().collect())
+                .unwrap_or_default(),
             host_config: HostConfig {
                 binds: host.binds.unwrap_or_default(),
+                mounts: host.mounts.unwrap_or_default(),
                 tmpfs: host.tmpfs.unwrap_or_default(),
                 memory: host.memory,
                 memory_swap: host.memory_swap,
@@ -306,7 +314,7 @@ pub async fn list(state: &ApiState, query: &Query) -> Result<ApiResponse, ApiErr
                 "Status": status_text(r),
                 "HostConfig": {"NetworkMode": network_mode(r)},
                 "NetworkSettings": {"Networks": {}},
-                "Mounts": [],
+                "Mounts": crate::volumes::mounts_json(r),
             })
         })
         .collect();
@@ -390,7 +398,7 @@ pub async fn inspect(state: &ApiState, reference: &str) -> Result<ApiResponse, A
             "OomScoreAdj": hc.oom_score_adj,
             "LogConfig": {"Type": "json-file", "Config": {}},
         },
-        "Mounts": [],
+        "Mounts": crate::volumes::mounts_json(r),
         "Config": {
             "Hostname": r.resolved.hostname,
             "Domainname": "",

@@ -12,11 +12,13 @@
 //! - [`transfer`]: pull and push with Docker's JSON progress stream; save,
 //!   load and import as streamed tar bodies on blocking threads.
 //! - [`events`]: the event log and `/events`.
+//! - [`volumes`]: `/volumes` (the local driver); [`archive`]: `docker cp`.
 //! - [`error`]: the error kinds and their HTTP status codes.
 //! - [`body`], [`query`], [`time`]: plumbing.
 
 #![recursion_limit = "256"]
 
+pub mod archive;
 pub mod body;
 pub mod containers;
 pub mod error;
@@ -27,6 +29,7 @@ pub mod router;
 pub mod system;
 pub mod time;
 pub mod transfer;
+pub mod volumes;
 
 use std::convert::Infallible;
 use std::future::Future;

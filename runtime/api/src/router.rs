@@ -11,7 +11,10 @@ use hyper::{Method, Request};
 use crate::body::{self, ApiResponse};
 use crate::error::ApiError;
 use crate::query::{percent_decode, Query};
-use crate::{containers, events, images, system, transfer, ApiState, API_VERSION, MIN_API_VERSION};
+use crate::{
+    archive, containers, events, images, system, transfer, volumes, ApiState, API_VERSION,
+    MIN_API_VERSION,
+};
 
 /// The `Server` header value.
 pub fn server_header() -> String {
@@ -133,12 +136,23 @@ async fn route(request: Request<Incoming>, state: Arc<ApiState>) -> Result<ApiRe
         "/containers/json" if get => return containers::list(&state, &query).await,
         "/containers/create" if post => return containers::create(&state, &query, body).await,
         "/containers/prune" if post => return containers::prune(&state).await,
+        "/volumes" if get => return volumes::list(&state, &query).await,
+        "/volumes/create" if post => return volumes::create(&state, body).await,
+        "/volumes/prune" if post => return volumes::prune(&state, &query).await,
         _ => {}
     }
 
     if let Some(rest) = path.trim_end_matches('/').strip_prefix("/containers/") {
         if method == Method::DELETE && !rest.contains('/') {
             return containers::remove(&state, rest, &query).await;
+        }
+        if let Some((id, "archive")) = rest.split_once('/') {
+            match method {
+                Method::HEAD => return archive::head(&state, id, &query).await,
+                Method::GET => return archive::get(&state, id, &query).await,
+                Method::PUT => return archive::put(&state, id, &query, body).await,
+                _ => {}
+            }
         }
         if let Some((id, action)) = rest.split_once('/') {
             match (action, get, post) {
@@ -159,6 +173,14 @@ async fn route(request: Request<Incoming>, state: Arc<ApiState>) -> Result<ApiRe
                 ("resize", _, true) => return containers::resize(&state, id, &query).await,
                 _ => {}
             }
+        }
+    }
+    if let Some(name) = path.trim_end_matches('/').strip_prefix("/volumes/") {
+        if get {
+            return volumes::inspect(&state, name).await;
+        }
+        if method == Method::DELETE {
+            return volumes::remove(&state, name, &query).await;
         }
     }
     if let Some(rest) = path.trim_end_matches('/').strip_prefix("/exec/") {
@@ -199,7 +221,6 @@ async fn route(request: Request<Incoming>, state: Arc<ApiState>) -> Result<ApiRe
 /// Endpoint families that exist in the Docker API but that Berth serves
 /// later; their handlers get wired here, one match arm at a time.
 const LATER: &[&str] = &[
-    "volumes",
     "networks",
     "build",
     "commit",

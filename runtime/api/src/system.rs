@@ -344,7 +344,7 @@ pub async fn df(state: &Arc<ApiState>) -> Result<ApiResponse, ApiError> {
         "LayersSize": layers_size,
         "Images": images,
         "Containers": [],
-        "Volumes": [],
+        "Volumes": crate::volumes::df_entries(state).await?,
         "BuildCache": [],
     });
     Ok(body::json(StatusCode::OK, &value))

@@ -85,10 +85,10 @@ fn errors_are_json_with_the_right_status() {
     let r = server.http("POST", "/images/hello/tag?repo=Bad%20Name");
     assert_eq!(r.status, 400, "{}", r.body);
 
-    let r = server.http("GET", "/v1.45/volumes");
+    let r = server.http("GET", "/v1.45/plugins");
     assert_eq!(r.status, 501);
     let msg = r.json()["message"].as_str().unwrap().to_string();
-    assert!(msg.contains("GET /volumes"), "{msg}");
+    assert!(msg.contains("GET /plugins"), "{msg}");
 
     let r = server.http("GET", "/v1.45/containers/nosuchcontainer/json");
     assert_eq!(r.status, 404);

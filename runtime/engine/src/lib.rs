@@ -4,8 +4,10 @@
 //! - [`images`]: pull, push, unpack, list, inspect, tag, remove, save, load,
 //!   import, and container root filesystems.
 //! - [`containers`]: container lifecycle and supervision.
+//! - [`volumes`]: named and anonymous volumes (the local driver).
 
 pub mod containers;
 pub mod images;
+pub mod volumes;
 
 pub use images::{ImageDetails, ImageError, ImageService, ImageSummary, Removed};

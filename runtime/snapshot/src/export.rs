@@ -93,6 +93,29 @@ pub fn export_mounts(m: &Mounts, writer: impl Write) -> Result<(), ExportError> 
     }
 }
 
+/// Writes the single entry `name` of the directory `parent` (a file, a symlink, or a directory
+/// with everything below it) as a tar stream whose entries are named `archive_name` and
+/// `archive_name/…` (`docker cp` out of a container). `name` may be `.` for `parent` itself.
+/// Nothing is followed: `parent` is the caller's already-resolved directory fd.
+pub fn export_entry(
+    parent: BorrowedFd<'_>,
+    name: &CStr,
+    archive_name: &[u8],
+    writer: impl Write,
+) -> Result<(), ExportError> {
+    let mut ex = Exporter {
+        out: BufWriter::with_capacity(1 << 20, writer),
+        links: HashMap::new(),
+        buf: vec![0u8; 1 << 20],
+        path: archive_name.to_vec(),
+    };
+    ex.entry(parent, name)?;
+    ex.out
+        .write_all(&[0u8; BLOCK * 2])
+        .map_err(ExportError::Write)?;
+    ex.out.flush().map_err(ExportError::Write)
+}
+
 struct Exporter<W: Write> {
     out: BufWriter<W>,
     links: HashMap<(u64, u64), Vec<u8>>,
@@ -244,6 +267,17 @@ impl<W: Write> Exporter<W> {
                 self.path.push(b'/');
             }
             self.path.extend_from_slice(name.to_bytes());
+            self.entry(dir, &name)?;
+        }
+        self.path.truncate(base_len);
+        Ok(())
+    }
+
+    /// Writes the entry `name` of `dir` under the archive path `self.path`
+    /// (a directory with everything below it).
+    fn entry(&mut self, dir: BorrowedFd<'_>, name: &CStr) -> Result<(), ExportError> {
+        {
+            let name = name.to_owned();
             let st = sys::lstatat(dir, &name).map_err(|e| self.read_err(e))?;
             let fmt = st.st_mode & libc::S_IFMT;
             let mut m = Meta {
@@ -281,7 +315,7 @@ impl<W: Write> Exporter<W> {
                             m.kind = b'1';
                             m.link = &first;
                             self.header(&path, &m, &[])?;
-                            continue;
+                            return Ok(());
                         }
                         self.links.insert(key, path.clone());
                     }
@@ -317,7 +351,6 @@ impl<W: Write> Exporter<W> {
                 _ => {} // sockets: not representable, skipped (as tar does)
             }
         }
-        self.path.truncate(base_len);
         Ok(())
     }
 

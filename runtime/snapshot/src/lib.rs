@@ -14,7 +14,7 @@ mod sys;
 mod tarstream;
 pub mod unpack;
 
-pub use export::{export_mounts, export_tar, ExportError};
+pub use export::{export_entry, export_mounts, export_tar, ExportError};
 pub use mounts::{mount, mount_overlay_legacy, unmount, MountError, MountGuard, Mounts};
 pub use snapshotter::{
     chain_id, LayerOutcome, SnapshotError, SnapshotMode, SnapshotUsage, Snapshotter, UsageKind,

@@ -68,6 +68,11 @@ pub enum ContainerError {
     ExecFailed(String),
     #[error("background task failed: {0}")]
     Task(String),
+    /// 404: `docker cp` of a path the container does not have.
+    #[error("Could not find the file {path} in container {container}")]
+    NoSuchPath { container: String, path: String },
+    #[error(transparent)]
+    Volume(#[from] crate::volumes::VolumeError),
 }
 
 impl From<berth_runtime::RuntimeError> for ContainerError {
@@ -103,6 +108,8 @@ impl ContainerError {
             | ContainerError::Conflict(_) => 409,
             ContainerError::AlreadyRunning(_) | ContainerError::AlreadyStopped(_) => 304,
             ContainerError::InvalidParameter(_) => 400,
+            ContainerError::NoSuchPath { .. } => 404,
+            ContainerError::Volume(v) => v.http_status(),
             _ => 500,
         }
     }

@@ -13,20 +13,24 @@
 //! namespace with only loopback; `host` shares the host's; `none` is like
 //! bridge.
 
+mod archive;
 pub mod attach;
 mod error;
 mod exec;
 mod health;
 pub mod logs;
 pub mod monitor;
+pub mod mounts;
 mod names;
 mod spec;
 pub mod store;
 mod types;
 
+pub use archive::{ArchiveSource, PathStat};
 pub use error::ContainerError;
 use exec::ExecRecord;
 pub use exec::ExecSession;
+pub use mounts::{MountPoint, MountSpec};
 pub use health::{Health, HealthResult, HealthStatus};
 pub use types::*;
 
@@ -107,6 +111,7 @@ struct Inner {
     /// Attach requests for containers not started yet, served by `start`.
     pending_attach: Mutex<HashMap<String, Vec<oneshot::Sender<UnixStream>>>>,
     execs: Mutex<HashMap<String, ExecRecord>>,
+    volumes: crate::volumes::VolumeService,
 }
 
 /// The container service; cheap to clone, shareable across threads.
@@ -168,8 +173,10 @@ impl ContainerService {
             cfg.runtime_root.display()
         )))?;
         let names = Names::open(cfg.root.join("names"))?;
+        let volumes = crate::volumes::VolumeService::open(&cfg.root)?;
         let service = Self {
             inner: Arc::new(Inner {
+                volumes,
                 cfg,
                 images,
                 names,
@@ -344,6 +351,7 @@ impl ContainerService {
         // Cheap checks before anything is unpacked.
         spec::capabilities(&req)?;
         spec::security_options(&req.host_config.security_opt)?;
+        mounts::validate(&req)?;
         match req.host_config.restart_policy.name.as_str() {
             "" | "no" | "always" | "unless-stopped" | "on-failure" => {}
             other => {
@@ -375,6 +383,11 @@ impl ContainerService {
         berth_snapshot::mount(&mounts, &dir.join("rootfs"))?;
         let image_config = details.config.config.clone().unwrap_or_default();
         let resolved = spec::resolve(&req, &image_config, id)?;
+        let prepared = self.prepare_mounts(
+            &req,
+            &mounts::image_volumes(&image_config),
+            &dir.join("rootfs"),
+        )?;
         let record = ContainerRecord {
             id: id.to_string(),
             name: format!("/{name}"),
@@ -386,14 +399,20 @@ impl ContainerService {
             state: RunState::default(),
             log_path: store::log_path(dir, id).display().to_string(),
             rootfs: Some(mounts),
+            mounts: prepared.mounts.clone(),
         };
-        let config = spec::build(&record, dir)?;
-        let data = serde_json::to_vec_pretty(&config).map_err(|e| {
-            ContainerError::InvalidParameter(format!("serializing config.json: {e}"))
-        })?;
-        store::write_atomic(&dir.join("config.json"), &data)?;
-        store::write_record(dir, &record)?;
-        Ok(())
+        let written = spec::build(&record, dir).and_then(|config| {
+            let data = serde_json::to_vec_pretty(&config).map_err(|e| {
+                ContainerError::InvalidParameter(format!("serializing config.json: {e}"))
+            })?;
+            store::write_atomic(&dir.join("config.json"), &data)?;
+            store::write_record(dir, &record)
+        });
+        if written.is_err() {
+            // Nothing half-made: the volumes this create made go too.
+            prepared.discard(&self.inner.volumes);
+        }
+        written
     }
 
     // ---- start / stop --------------------------------------------------
@@ -434,7 +453,8 @@ impl ContainerService {
                     .await
                     .is_ok()
                 {
-                    let _ = this.remove(&started_id, true, false).await;
+                    // Like Docker, --rm also removes anonymous volumes.
+                    let _ = this.remove(&started_id, true, true).await;
                 }
             });
         }
@@ -448,6 +468,7 @@ impl ContainerService {
                 berth_snapshot::mount(m, &rootfs)?;
             }
         }
+        self.mount_volumes(record)?;
         store::update_record(dir, |r| {
             r.state.manual_stop = false;
             r.state.error.clear();
@@ -658,10 +679,14 @@ impl ContainerService {
     // ---- remove / rename -------------------------------------------------
 
     /// Removes a container; a running one only with `force` (killed first).
-    /// Volumes are not managed yet, so `remove_volumes` has no effect.
+    /// With `remove_volumes`, also the anonymous volumes it created.
     pub async fn remove(&self, reference: &str, force: bool, remove_volumes: bool) -> Result<()> {
-        let _ = remove_volumes;
         let (id, dir, record) = self.load(reference)?;
+        let volume_mounts = if remove_volumes {
+            record.mounts.clone()
+        } else {
+            Vec::new()
+        };
         if record.state.status.is_active() && !force {
             return Err(ContainerError::RemoveRunning(id));
         }
@@ -686,7 +711,9 @@ impl ContainerService {
                 }
             }
             let (_, record) = store::update_record(&dir, |r| r.state.status = Status::Removing)?;
-            this.remove_now(&id, &record)
+            this.remove_now(&id, &record)?;
+            this.remove_anonymous_volumes(&volume_mounts);
+            Ok(())
         })
         .await
     }

@@ -309,56 +309,6 @@ pub fn security_options(opts: &[String]) -> Result<(bool, bool), ContainerError>
     Ok((unconfined, nnp))
 }
 
-fn bind_mounts(binds: &[String]) -> Result<Vec<Value>, ContainerError> {
-    let mut out = Vec::new();
-    for b in binds {
-        let parts: Vec<&str> = b.split(':').collect();
-        let (src, dst, mode) = match parts.as_slice() {
-            [s, d] => (*s, *d, ""),
-            [s, d, m] => (*s, *d, *m),
-            _ => {
-                return Err(ContainerError::InvalidParameter(format!(
-                    "invalid volume specification: '{b}'"
-                )))
-            }
-        };
-        if !src.starts_with('/') {
-            return Err(ContainerError::InvalidParameter(format!(
-                "invalid volume specification: '{b}': named volumes are not supported yet"
-            )));
-        }
-        if !dst.starts_with('/') {
-            return Err(ContainerError::InvalidParameter(format!(
-                "invalid volume specification: '{b}': invalid mount config: mount path must be absolute"
-            )));
-        }
-        let mut options = vec!["rbind".to_string()];
-        let mut propagation = "rprivate".to_string();
-        for m in mode.split(',').filter(|m| !m.is_empty()) {
-            match m {
-                "ro" => options.push("ro".into()),
-                "rw" => {}
-                "z" | "Z" | "nocopy" => {}
-                "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave" => {
-                    propagation = m.into()
-                }
-                _ => {
-                    return Err(ContainerError::InvalidParameter(format!(
-                        "invalid mode: {m}"
-                    )))
-                }
-            }
-        }
-        options.push(propagation);
-        if !Path::new(src).exists() {
-            // Docker creates a missing host directory for -v.
-            fs::create_dir_all(src).map_err(ContainerError::io(format!("creating {src}")))?;
-        }
-        out.push(json!({ "destination": dst, "type": "bind", "source": src, "options": options }));
-    }
-    Ok(out)
-}
-
 fn default_devices() -> Value {
     let c = |major: i64, minor: Option<i64>| json!({ "allow": true, "type": "c", "major": major, "minor": minor, "access": "rwm" });
     json!([
@@ -488,7 +438,7 @@ pub fn build(record: &ContainerRecord, dir: &Path) -> Result<Value, ContainerErr
             "options": ["rbind", "rprivate"],
         }));
     }
-    mounts.extend(bind_mounts(&hc.binds)?);
+    mounts.extend(super::mounts::oci_mounts(&record.mounts));
     for (dst, opts) in &hc.tmpfs {
         if !dst.starts_with('/') {
             return Err(ContainerError::InvalidParameter(format!(

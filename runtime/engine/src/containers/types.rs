@@ -32,6 +32,8 @@ pub struct ContainerCreate {
     pub stop_signal: Option<String>,
     /// Seconds `stop` waits before SIGKILL when the caller gives none.
     pub stop_timeout: Option<u64>,
+    /// Anonymous volumes (`Config.Volumes`, from `-v /path`).
+    pub volumes: Vec<String>,
     /// Over the image's `HEALTHCHECK`; `Test: ["NONE"]` disables it.
     pub healthcheck: Option<berth_image::manifest::HealthConfig>,
     pub host_config: HostConfig,
@@ -42,6 +44,8 @@ pub struct ContainerCreate {
 pub struct HostConfig {
     /// `host-path:container-path[:ro|rw]`.
     pub binds: Vec<String>,
+    /// `--mount` specs.
+    pub mounts: Vec<super::mounts::MountSpec>,
     /// Container path to tmpfs options (`size=64m,mode=1777`).
     pub tmpfs: BTreeMap<String, String>,
     /// Bytes; 0 = unlimited.
@@ -180,6 +184,8 @@ pub struct ContainerRecord {
     pub log_path: String,
     /// How the root filesystem is assembled (mounted at `<dir>/rootfs`).
     pub rootfs: Option<berth_snapshot::Mounts>,
+    /// Binds, volumes and tmpfs mounts, resolved at create.
+    pub mounts: Vec<super::mounts::MountPoint>,
 }
 
 /// What `inspect` returns: the record plus a few derived fields.
