@@ -27,12 +27,20 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// `--host` first, then `BERTH_HOST`, then `DOCKER_HOST`-style defaults.
-    pub fn resolve(flag: Option<&str>) -> Result<Self> {
-        let host = flag
-            .map(str::to_string)
-            .or_else(|| std::env::var("BERTH_HOST").ok())
-            .unwrap_or_else(|| "unix:///run/berth/berth.sock".to_string());
+    /// The engine for this invocation: `--context`/`--host`, then
+    /// `BERTH_HOST`, `BERTH_CONTEXT`, the current context, the default
+    /// socket (Docker's precedence; see [`crate::config::resolve_host`]).
+    pub fn resolve(host_flag: Option<&str>, context_flag: Option<&str>) -> Result<Self> {
+        let store = crate::config::ContextStore::open()?;
+        let host = crate::config::resolve_host(
+            &crate::config::Selection {
+                host_flag,
+                context_flag,
+                host_env: std::env::var("BERTH_HOST").ok().as_deref(),
+                context_env: std::env::var("BERTH_CONTEXT").ok().as_deref(),
+            },
+            &store,
+        )?;
         Self::parse(&host)
     }
 
@@ -70,6 +78,14 @@ impl std::error::Error for ApiError {}
 
 pub type Body = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
 
+/// An attach/exec connection after the engine's 101.
+pub struct Upgraded {
+    pub io: TokioIo<hyper::upgrade::Upgraded>,
+    /// From the engine's Content-Type: `Some(true)` for 8-byte framed
+    /// stdout/stderr, `Some(false)` for a raw TTY stream, `None` if unsaid.
+    pub multiplexed: Option<bool>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Client {
     endpoint: Endpoint,
@@ -93,6 +109,56 @@ impl Client {
         body: Body,
         headers: &[(&str, String)],
     ) -> Result<Response<Incoming>> {
+        self.send_on_connection(method, path_and_query, body, headers, false)
+            .await
+    }
+
+    /// `POST path` with `Connection: Upgrade` / `Upgrade: tcp` (attach,
+    /// exec start): after the engine's 101 the connection is a raw byte
+    /// stream both ways.
+    pub async fn upgrade(&self, path: &str, body: Option<&serde_json::Value>) -> Result<Upgraded> {
+        let mut headers = vec![
+            ("Connection", "Upgrade".to_string()),
+            ("Upgrade", "tcp".to_string()),
+        ];
+        let body = match body {
+            Some(v) => {
+                headers.push(("Content-Type", "application/json".to_string()));
+                Self::json_body(v)
+            }
+            None => Self::empty(),
+        };
+        let response = self
+            .send_on_connection(Method::POST, path, body, &headers, true)
+            .await?;
+        if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+            bail!(
+                "the engine answered {} instead of switching protocols for {path}",
+                response.status()
+            );
+        }
+        let multiplexed = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .map(|ct| ct.contains("multiplexed-stream"));
+        let io = hyper::upgrade::on(response)
+            .await
+            .context("switching the connection to a raw stream")?;
+        Ok(Upgraded {
+            io: TokioIo::new(io),
+            multiplexed,
+        })
+    }
+
+    async fn send_on_connection(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Body,
+        headers: &[(&str, String)],
+        upgrades: bool,
+    ) -> Result<Response<Incoming>> {
         let stream = UnixStream::connect(self.endpoint.socket())
             .await
             .with_context(|| {
@@ -105,7 +171,11 @@ impl Client {
             .await
             .context("talking to the Berth daemon")?;
         tokio::spawn(async move {
-            let _ = connection.await;
+            let _ = if upgrades {
+                connection.with_upgrades().await
+            } else {
+                connection.await
+            };
         });
         let mut request = Request::builder()
             .method(method)
@@ -339,4 +409,23 @@ pub fn path_segment(name: &str) -> String {
             other => format!("%{other:02X}"),
         })
         .collect()
+}
+
+/// `--filter key=value` flags as the API's `filters` JSON
+/// (`{"key": {"value": true}}`); None without any.
+pub fn filters_json(flags: &[String]) -> Result<Option<String>> {
+    if flags.is_empty() {
+        return Ok(None);
+    }
+    let mut map = serde_json::Map::new();
+    for f in flags {
+        let (k, v) = f
+            .split_once('=')
+            .with_context(|| format!("bad format of filter (expected name=value): {f}"))?;
+        let entry = map
+            .entry(k.to_string())
+            .or_insert_with(|| serde_json::json!({}));
+        entry[v] = serde_json::Value::Bool(true);
+    }
+    Ok(Some(serde_json::Value::Object(map).to_string()))
 }

@@ -106,10 +106,33 @@ pub fn render_template(template: &str, value: &Value) -> String {
 }
 
 fn eval_action(action: &str, value: &Value) -> String {
-    if let Some(arg) = action.strip_prefix("json ") {
-        return lookup(arg.trim(), value)
-            .map(|v| v.to_string())
-            .unwrap_or_else(|| "null".into());
+    let words = split_words(action);
+    match words.as_slice() {
+        ["json", arg] => {
+            return lookup(arg, value)
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "null".into())
+        }
+        ["upper", arg] => return eval_action(arg, value).to_uppercase(),
+        ["lower", arg] => return eval_action(arg, value).to_lowercase(),
+        ["println", arg] => return format!("{}\n", eval_action(arg, value)),
+        ["join", arg, sep] => {
+            let sep = unquote(sep);
+            return match lookup(arg, value) {
+                Some(Value::Array(items)) => items.iter().map(plain).collect::<Vec<_>>().join(&sep),
+                Some(v) => plain(v),
+                None => String::new(),
+            };
+        }
+        ["index", arg, key] => {
+            let key = unquote(key);
+            let found = lookup(arg, value).and_then(|v| match v {
+                Value::Array(items) => key.parse::<usize>().ok().and_then(|i| items.get(i)),
+                other => other.get(key.as_str()),
+            });
+            return found.map(plain).unwrap_or_default();
+        }
+        _ => {}
     }
     match lookup(action, value) {
         Some(Value::String(s)) => s.clone(),
@@ -127,15 +150,157 @@ fn eval_action(action: &str, value: &Value) -> String {
     }
 }
 
+/// A value as text: strings bare, everything else as JSON.
+fn plain(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn unquote(s: &str) -> String {
+    s.trim_matches(|c| c == '"' || c == '`').to_string()
+}
+
+/// Splits an action into words, keeping quoted strings whole.
+fn split_words(action: &str) -> Vec<&str> {
+    let mut words = Vec::new();
+    let mut rest = action.trim();
+    while !rest.is_empty() {
+        let end = if let Some(quoted) = rest.strip_prefix('"') {
+            quoted.find('"').map(|i| i + 2).unwrap_or(rest.len())
+        } else {
+            rest.find(char::is_whitespace).unwrap_or(rest.len())
+        };
+        words.push(&rest[..end]);
+        rest = rest[end..].trim_start();
+    }
+    words
+}
+
+/// `.A.B` in `value`; a field not found by its exact name is looked up
+/// without regard to case (the API's `status`/`timeNano` are Docker's
+/// template fields `.Status`/`.TimeNano`).
 fn lookup<'a>(path: &str, value: &'a Value) -> Option<&'a Value> {
     if path == "." {
         return Some(value);
     }
     let mut cur = value;
     for part in path.trim_start_matches('.').split('.') {
-        cur = cur.get(part)?;
+        cur = match cur.get(part) {
+            Some(v) => v,
+            None => cur
+                .as_object()?
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(part))
+                .map(|(_, v)| v)?,
+        };
     }
     Some(cur)
+}
+
+/// Sizes in binary units as Docker's `units.BytesSize` ("1.523MiB").
+pub fn binary_size(bytes: f64) -> String {
+    const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if bytes.is_nan() || bytes <= 0.0 {
+        return "0B".to_string();
+    }
+    let mut value = bytes;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{}{}", significant(value, 4), UNITS[unit])
+}
+
+/// Go's `%.<digits>g` for values below 10^digits: at most `digits`
+/// significant digits, trailing zeros trimmed.
+fn significant(value: f64, digits: usize) -> String {
+    let whole_digits = if value >= 1.0 {
+        (value.log10().floor() as usize) + 1
+    } else {
+        1
+    };
+    let decimals = digits.saturating_sub(whole_digits);
+    let text = format!("{value:.decimals$}");
+    if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        text
+    }
+}
+
+/// Unix nanoseconds as RFC 3339 in UTC with nanoseconds, as `docker
+/// events` prints times.
+pub fn rfc3339_nanos(nanos: i128) -> String {
+    let secs = i64::try_from(nanos.div_euclid(1_000_000_000)).unwrap_or(0);
+    let frac = nanos.rem_euclid(1_000_000_000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{frac:09}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+/// Prints `rows` with `--format`: a `table …` template gets Docker's
+/// column headers (from `headers`: field name → header) and aligned
+/// columns; any other template is one rendered line per row.
+pub fn print_formatted(template: &str, rows: &[Value], headers: &[(&str, &str)]) {
+    let Some(body) = template.strip_prefix("table") else {
+        for row in rows {
+            println!("{}", render_template(template, row));
+        }
+        return;
+    };
+    let body = body.trim_start().replace("\\t", "\t");
+    let header_of = |cell: &str| -> String {
+        let mut text = cell.to_string();
+        while let Some(start) = text.find("{{") {
+            let Some(len) = text[start..].find("}}") else {
+                break;
+            };
+            let action = text[start + 2..start + len].trim();
+            let field = action
+                .rsplit(' ')
+                .next()
+                .unwrap_or(action)
+                .trim_start_matches('.');
+            let name = headers
+                .iter()
+                .find(|(f, _)| f.eq_ignore_ascii_case(field))
+                .map(|(_, h)| h.to_string())
+                .unwrap_or_else(|| field.to_uppercase());
+            text.replace_range(start..start + len + 2, &name);
+        }
+        text
+    };
+    let header: Vec<String> = body.split('\t').map(header_of).collect();
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| {
+            render_template(&body, row)
+                .split('\t')
+                .map(str::to_string)
+                .collect()
+        })
+        .collect();
+    let header: Vec<&str> = header.iter().map(String::as_str).collect();
+    print_table(&header, &table);
 }
 
 #[cfg(test)]
@@ -158,6 +323,43 @@ mod tests {
         assert_eq!(human_age(90), "About a minute ago");
         assert_eq!(human_age(7300), "2 hours ago");
         assert_eq!(human_age(3 * 86_400), "3 days ago");
+    }
+
+    #[test]
+    fn binary_sizes_like_docker() {
+        assert_eq!(binary_size(0.0), "0B");
+        assert_eq!(binary_size(512.0), "512B");
+        assert_eq!(binary_size(1536.0), "1.5KiB");
+        assert_eq!(binary_size(1_597_000.0), "1.523MiB");
+        assert_eq!(binary_size(25.0 * 1024.0 * 1024.0 * 1024.0), "25GiB");
+    }
+
+    #[test]
+    fn times_in_rfc3339() {
+        assert_eq!(rfc3339_nanos(0), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(
+            rfc3339_nanos(1_735_689_600_000_000_123),
+            "2025-01-01T00:00:00.000000123Z"
+        );
+    }
+
+    #[test]
+    fn template_functions() {
+        let v = serde_json::json!({
+            "Config": {"Labels": {"a.b": "c"}, "Env": ["X=1", "Y=2"]},
+            "status": "start",
+            "timeNano": 5,
+        });
+        assert_eq!(render_template("{{index .Config.Labels \"a.b\"}}", &v), "c");
+        assert_eq!(render_template("{{join .Config.Env \" \"}}", &v), "X=1 Y=2");
+        assert_eq!(
+            render_template("{{upper .Status}} {{.TimeNano}}", &v),
+            "START 5"
+        );
+        assert_eq!(
+            render_template("{{json .Config.Env}}", &v),
+            r#"["X=1","Y=2"]"#
+        );
     }
 
     #[test]

@@ -4,8 +4,10 @@
 
 pub mod client;
 pub mod commands;
+pub mod config;
 pub mod format;
 pub mod progress;
+pub mod terminal;
 
 use std::process::ExitCode;
 

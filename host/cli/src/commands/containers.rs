@@ -10,8 +10,10 @@ use http_body_util::BodyExt;
 use hyper::{Method, StatusCode};
 use serde_json::{json, Value};
 
+use super::attach;
 use crate::client::{self, path_segment, query, ApiError, Client};
 use crate::format::{human_age, now_unix, print_table, render_template};
+use crate::terminal;
 
 /// What `create` and `run` share.
 #[derive(Debug, Args)]
@@ -79,6 +81,30 @@ pub struct CreateArgs {
     /// Container host name.
     #[arg(long)]
     hostname: Option<String>,
+    /// Signal to stop the container.
+    #[arg(long)]
+    stop_signal: Option<String>,
+    /// Timeout (in seconds) to stop a container.
+    #[arg(long)]
+    stop_timeout: Option<u64>,
+    /// Command to run to check health.
+    #[arg(long)]
+    health_cmd: Option<String>,
+    /// Time between running the check (ms|s|m|h).
+    #[arg(long, value_name = "DURATION")]
+    health_interval: Option<String>,
+    /// Maximum time to allow one check to run (ms|s|m|h).
+    #[arg(long, value_name = "DURATION")]
+    health_timeout: Option<String>,
+    /// Consecutive failures needed to report unhealthy.
+    #[arg(long)]
+    health_retries: Option<i64>,
+    /// Start period for the container to initialize before starting health-retries countdown (ms|s|m|h).
+    #[arg(long, value_name = "DURATION")]
+    health_start_period: Option<String>,
+    /// Disable any container-specified HEALTHCHECK.
+    #[arg(long)]
+    no_healthcheck: bool,
     /// Allocate a pseudo-TTY.
     #[arg(short, long)]
     tty: bool,
@@ -127,27 +153,116 @@ fn restart_policy(s: &str) -> Result<Value> {
     Ok(json!({"Name": name, "MaximumRetryCount": count}))
 }
 
-impl CreateArgs {
-    fn body(&self, auto_remove: bool) -> Result<Value> {
-        let mut env = Vec::new();
-        for file in &self.env_file {
-            let text = std::fs::read_to_string(file)
-                .with_context(|| format!("reading env file {}", file.display()))?;
-            env.extend(
-                text.lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                    .map(str::to_string),
-            );
+/// Parses a Go duration ("1m30s", "500ms", "2h", "1.5s") into
+/// nanoseconds, as Docker's duration flags take them. Negative is refused.
+pub(super) fn parse_duration(text: &str) -> Result<i64> {
+    let s = text.trim();
+    if s.is_empty() {
+        bail!("invalid duration {text:?}");
+    }
+    if s == "0" {
+        return Ok(0);
+    }
+    if s.starts_with('-') {
+        bail!("invalid duration {text:?}: durations cannot be negative");
+    }
+    let mut rest = s.strip_prefix('+').unwrap_or(s);
+    let mut total: f64 = 0.0;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .with_context(|| {
+                format!("invalid duration {text:?}: missing unit (ns, us, ms, s, m, h)")
+            })?;
+        let (num, after) = rest.split_at(num_len);
+        let value: f64 = num
+            .parse()
+            .with_context(|| format!("invalid duration {text:?}"))?;
+        let unit_len = after
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(after.len());
+        let (unit, next) = after.split_at(unit_len);
+        let scale = match unit {
+            "ns" => 1.0,
+            "us" | "µs" | "μs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => bail!("invalid duration {text:?}: unknown unit {unit:?} (ns, us, ms, s, m, h)"),
+        };
+        total += value * scale;
+        rest = next;
+    }
+    if total > i64::MAX as f64 {
+        bail!("invalid duration {text:?}: too long");
+    }
+    Ok(total.round() as i64)
+}
+
+/// One `--env-file`, as Docker reads it: one `KEY=value` per line (the
+/// value taken literally, quotes included), `#` comments and blank lines
+/// skipped, a bare `KEY` taken from our environment when set there.
+pub(super) fn parse_env_file(
+    text: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<Vec<String>> {
+    let mut env = Vec::new();
+    for (n, raw) in text.lines().enumerate() {
+        let line = raw.trim_start();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
         }
-        for e in &self.env {
-            // `-e NAME` takes NAME's value from our environment, as docker does.
-            if e.contains('=') {
-                env.push(e.clone());
-            } else if let Ok(v) = std::env::var(e) {
-                env.push(format!("{e}={v}"));
+        let (key, value) = match line.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (line.trim_end(), None),
+        };
+        if key.is_empty() {
+            bail!("line {}: no variable name in {raw:?}", n + 1);
+        }
+        if key.contains(char::is_whitespace) {
+            bail!("line {}: variable '{key}' contains whitespaces", n + 1);
+        }
+        match value {
+            Some(v) => env.push(format!("{key}={v}")),
+            None => {
+                if let Some(v) = lookup(key) {
+                    env.push(format!("{key}={v}"));
+                }
             }
         }
+    }
+    Ok(env)
+}
+
+/// `--env-file`s first, then `-e` (the engine keeps the last of a name);
+/// `-e NAME` takes NAME's value from our environment, dropped if unset.
+pub(super) fn environment(env: &[String], files: &[std::path::PathBuf]) -> Result<Vec<String>> {
+    let lookup = |k: &str| std::env::var(k).ok();
+    let mut out = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("reading env file {}", file.display()))?;
+        out.extend(
+            parse_env_file(&text, lookup)
+                .with_context(|| format!("in env file {}", file.display()))?,
+        );
+    }
+    for e in env {
+        if e.contains('=') {
+            out.push(e.clone());
+        } else if let Some(v) = lookup(e) {
+            out.push(format!("{e}={v}"));
+        }
+    }
+    Ok(out)
+}
+
+impl CreateArgs {
+    /// The create request; `console_size` is the local terminal's
+    /// `(rows, cols)` for a TTY, so the process starts at the right size.
+    fn body(&self, auto_remove: bool, console_size: Option<(u16, u16)>) -> Result<Value> {
+        let env = environment(&self.env, &self.env_file)?;
         let mut labels = serde_json::Map::new();
         for l in &self.label {
             let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
@@ -184,6 +299,9 @@ impl CreateArgs {
         if let Some(r) = &self.restart {
             host["RestartPolicy"] = restart_policy(r)?;
         }
+        if let Some((h, w)) = console_size {
+            host["ConsoleSize"] = json!([h, w]);
+        }
         let mut body = json!({
             "Image": self.image,
             "Env": env,
@@ -210,7 +328,64 @@ impl CreateArgs {
         if let Some(h) = &self.hostname {
             body["Hostname"] = json!(h);
         }
+        if let Some(sig) = &self.stop_signal {
+            body["StopSignal"] = json!(sig);
+        }
+        if let Some(t) = self.stop_timeout {
+            body["StopTimeout"] = json!(t);
+        }
+        if let Some(health) = self.healthcheck()? {
+            body["Healthcheck"] = health;
+        }
         Ok(body)
+    }
+}
+
+impl CreateArgs {
+    /// Docker's `Healthcheck` object: `Test` ["CMD-SHELL", cmd] (or
+    /// ["NONE"]), durations in nanoseconds; unset fields inherit the image's.
+    fn healthcheck(&self) -> Result<Option<Value>> {
+        let any_option = self.health_cmd.is_some()
+            || self.health_interval.is_some()
+            || self.health_timeout.is_some()
+            || self.health_retries.is_some()
+            || self.health_start_period.is_some();
+        if self.no_healthcheck {
+            if any_option {
+                bail!("--no-healthcheck conflicts with --health-* options");
+            }
+            return Ok(Some(json!({"Test": ["NONE"]})));
+        }
+        if !any_option {
+            return Ok(None);
+        }
+        let mut health = serde_json::Map::new();
+        if let Some(cmd) = &self.health_cmd {
+            health.insert("Test".into(), json!(["CMD-SHELL", cmd]));
+        }
+        let durations = [
+            ("Interval", "--health-interval", &self.health_interval),
+            ("Timeout", "--health-timeout", &self.health_timeout),
+            (
+                "StartPeriod",
+                "--health-start-period",
+                &self.health_start_period,
+            ),
+        ];
+        for (key, flag, value) in durations {
+            if let Some(text) = value {
+                let nanos =
+                    parse_duration(text).with_context(|| format!("invalid value for {flag}"))?;
+                health.insert(key.into(), json!(nanos));
+            }
+        }
+        if let Some(r) = self.health_retries {
+            if r < 0 {
+                bail!("--health-retries cannot be negative");
+            }
+            health.insert("Retries".into(), json!(r));
+        }
+        Ok(Some(Value::Object(health)))
     }
 }
 
@@ -220,8 +395,13 @@ fn is_status(e: &anyhow::Error, status: StatusCode) -> bool {
 }
 
 /// Creates the container, pulling the image first if the engine lacks it.
-async fn create_container(client: &Client, args: &CreateArgs, auto_remove: bool) -> Result<String> {
-    let body = args.body(auto_remove)?;
+async fn create_container(
+    client: &Client,
+    args: &CreateArgs,
+    auto_remove: bool,
+    console_size: Option<(u16, u16)>,
+) -> Result<String> {
+    let body = args.body(auto_remove, console_size)?;
     let path = match &args.name {
         Some(n) => format!("/containers/create{}", query(&[("name", n)])),
         None => "/containers/create".to_string(),
@@ -268,7 +448,14 @@ fn start_failure_code(message: &str) -> u8 {
 }
 
 pub async fn run(client: &Client, args: &RunArgs) -> Result<ExitCode> {
-    let id = match create_container(client, &args.create, args.rm).await {
+    let c = &args.create;
+    let interactive = c.interactive && !args.detach;
+    if c.tty && interactive && !terminal::stdin_is_terminal() {
+        eprintln!("the input device is not a TTY");
+        return Ok(ExitCode::from(1));
+    }
+    let size = if c.tty { terminal::size() } else { None };
+    let id = match create_container(client, c, args.rm, size).await {
         Ok(id) => id,
         Err(e) => {
             eprintln!("{e:#}");
@@ -286,22 +473,7 @@ pub async fn run(client: &Client, args: &RunArgs) -> Result<ExitCode> {
         println!("{id}");
         return Ok(ExitCode::SUCCESS);
     }
-    // Ask for the exit status before starting, so it cannot be missed.
-    let condition = if args.rm { "removed" } else { "next-exit" };
-    let wait_client = client.clone();
-    let wait_path = format!(
-        "/containers/{id}/wait{}",
-        query(&[("condition", condition)])
-    );
-    let waiter = tokio::spawn(async move {
-        let response = wait_client.call(Method::POST, &wait_path).await?;
-        client::read_json::<Value>(response).await
-    });
-    if let Err(e) = client
-        .call(Method::POST, &format!("/containers/{id}/start"))
-        .await
-    {
-        let message = format!("{e:#}");
+    let give_up = async |message: String, code: u8| {
         eprintln!("{message}");
         if args.rm {
             let _ = client
@@ -311,22 +483,67 @@ pub async fn run(client: &Client, args: &RunArgs) -> Result<ExitCode> {
                 )
                 .await;
         }
-        return Ok(ExitCode::from(start_failure_code(&message)));
+        Ok(ExitCode::from(code))
+    };
+    // Attach before start: the engine connects the clients registered by
+    // then when the process starts, so not a byte of output is lost.
+    let upgraded = match attach::open_container(client, &id, interactive).await {
+        Ok(u) => u,
+        Err(e) => return give_up(format!("{e:#}"), 125).await,
+    };
+    // Likewise the exit status: the engine answers the wait's headers at
+    // once, so once they are in it cannot miss the exit.
+    let condition = if args.rm { "removed" } else { "next-exit" };
+    let wait_path = format!(
+        "/containers/{id}/wait{}",
+        query(&[("condition", condition)])
+    );
+    let waiting = match client.call(Method::POST, &wait_path).await {
+        Ok(response) => tokio::spawn(client::read_json::<Value>(response)),
+        Err(e) => return give_up(format!("{e:#}"), 125).await,
+    };
+    if let Err(e) = client
+        .call(Method::POST, &format!("/containers/{id}/start"))
+        .await
+    {
+        waiting.abort();
+        let message = format!("{e:#}");
+        let code = start_failure_code(&message);
+        return give_up(message, code).await;
     }
-    stream_logs(client, &id, true, None, false, args.create.tty).await?;
-    let status = waiter.await.context("waiting for the container")??;
+    let resize = c
+        .tty
+        .then(|| attach::follow_resize(client, format!("/containers/{id}/resize")));
+    let signals = if c.tty {
+        None
+    } else {
+        attach::proxy_signals(client, &id)
+    };
+    let relayed = {
+        let _raw = (c.tty && interactive).then(terminal::RawMode::enter);
+        attach::relay(upgraded, c.tty, interactive).await
+    };
+    for task in [resize, signals].into_iter().flatten() {
+        task.abort();
+    }
+    if let Err(e) = relayed {
+        eprintln!("{e:#}");
+    }
+    let status = waiting.await.context("waiting for the container")??;
     if let Some(message) = status["Error"]["Message"]
         .as_str()
         .filter(|m| !m.is_empty())
     {
         eprintln!("{message}");
     }
-    let code = status["StatusCode"].as_i64().unwrap_or(125);
-    Ok(ExitCode::from(u8::try_from(code & 0xff).unwrap_or(125)))
+    Ok(attach::exit_code(
+        status["StatusCode"].as_i64().unwrap_or(125),
+    ))
 }
 
 pub async fn create(client: &Client, args: &CreateArgs) -> Result<()> {
-    println!("{}", create_container(client, args, false).await?);
+    let size = if args.tty { terminal::size() } else { None };
+    println!("{}", create_container(client, args, false, size).await?);
     Ok(())
 }
 
@@ -725,6 +942,44 @@ pub async fn ps(client: &Client, args: &PsArgs) -> Result<()> {
     Ok(())
 }
 
+/// `pause` (`unpause` with `resume`): freezes every process of each container.
+pub async fn pause(client: &Client, args: &ContainersArgs, resume: bool) -> Result<()> {
+    let verb = if resume { "unpause" } else { "pause" };
+    each(&args.containers, async |c| {
+        client
+            .call(
+                Method::POST,
+                &format!("/containers/{}/{verb}", path_segment(c)),
+            )
+            .await
+            .map(|_| ())
+    })
+    .await
+}
+
+#[derive(Debug, Args)]
+pub struct RenameArgs {
+    container: String,
+    new_name: String,
+}
+
+pub async fn rename(client: &Client, args: &RenameArgs) -> Result<()> {
+    if args.new_name.trim().is_empty() {
+        bail!("Error: Neither old nor new names may be empty");
+    }
+    client
+        .call(
+            Method::POST,
+            &format!(
+                "/containers/{}/rename{}",
+                path_segment(&args.container),
+                query(&[("name", &args.new_name)])
+            ),
+        )
+        .await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -744,6 +999,159 @@ mod tests {
             json!({"Name": "on-failure", "MaximumRetryCount": 3})
         );
         assert!(restart_policy("sometimes").is_err());
+    }
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse_duration("30s").expect("30s"), 30_000_000_000);
+        assert_eq!(parse_duration("1m30s").expect("1m30s"), 90_000_000_000);
+        assert_eq!(parse_duration("500ms").expect("500ms"), 500_000_000);
+        assert_eq!(parse_duration("1.5h").expect("1.5h"), 5_400_000_000_000);
+        assert_eq!(parse_duration("10us").expect("10us"), 10_000);
+        assert_eq!(parse_duration("0").expect("0"), 0);
+        assert!(parse_duration("10").is_err(), "a unit is required");
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("5 years").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn env_files_like_docker() {
+        let text = "# comment\n\nA=1\n  B=two words\nC=\"quoted\"\nFROM_ENV\nUNSET\nD=x=y\n";
+        let lookup = |k: &str| (k == "FROM_ENV").then(|| "here".to_string());
+        assert_eq!(
+            parse_env_file(text, lookup).expect("valid"),
+            [
+                "A=1",
+                "B=two words",
+                "C=\"quoted\"",
+                "FROM_ENV=here",
+                "D=x=y"
+            ]
+        );
+        let bad = parse_env_file("BAD KEY=1\n", |_| None).expect_err("whitespace");
+        assert!(bad.to_string().contains("contains whitespaces"), "{bad}");
+        assert!(parse_env_file("=1\n", |_| None).is_err());
+    }
+
+    fn create_args(argv: &[&str]) -> CreateArgs {
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            create: CreateArgs,
+        }
+        let mut full = vec!["create"];
+        full.extend_from_slice(argv);
+        <Wrapper as clap::Parser>::try_parse_from(full)
+            .expect("valid flags")
+            .create
+    }
+
+    #[test]
+    fn health_flags_make_dockers_healthcheck() {
+        let args = create_args(&[
+            "--health-cmd",
+            "curl -f localhost",
+            "--health-interval",
+            "5s",
+            "--health-timeout",
+            "1s",
+            "--health-retries",
+            "3",
+            "--health-start-period",
+            "1m",
+            "busybox",
+        ]);
+        let body = args.body(false, None).expect("body");
+        assert_eq!(
+            body["Healthcheck"],
+            json!({
+                "Test": ["CMD-SHELL", "curl -f localhost"],
+                "Interval": 5_000_000_000i64,
+                "Timeout": 1_000_000_000i64,
+                "Retries": 3,
+                "StartPeriod": 60_000_000_000i64,
+            })
+        );
+        let none = create_args(&["--no-healthcheck", "busybox"]);
+        assert_eq!(
+            none.body(false, None).expect("body")["Healthcheck"],
+            json!({"Test": ["NONE"]})
+        );
+        let both = create_args(&["--no-healthcheck", "--health-cmd", "x", "busybox"]);
+        assert!(both.body(false, None).is_err());
+        let bad = create_args(&["--health-interval", "soon", "busybox"]);
+        let err = bad.body(false, None).expect_err("bad duration");
+        assert!(format!("{err:#}").contains("--health-interval"), "{err:#}");
+        assert!(
+            create_args(&["busybox"]).body(false, None).expect("body")["Healthcheck"].is_null()
+        );
+    }
+
+    #[test]
+    fn create_flags_reach_the_body() {
+        let args = create_args(&[
+            "-e",
+            "A=1",
+            "-w",
+            "/w",
+            "-u",
+            "1:2",
+            "--entrypoint",
+            "/bin/sh",
+            "--stop-signal",
+            "SIGINT",
+            "--stop-timeout",
+            "7",
+            "--read-only",
+            "--init",
+            "-l",
+            "k=v",
+            "--hostname",
+            "h",
+            "--memory",
+            "64m",
+            "--cpus",
+            "1.5",
+            "--pids-limit",
+            "10",
+            "--cap-add",
+            "NET_ADMIN",
+            "--cap-drop",
+            "ALL",
+            "--restart",
+            "on-failure:2",
+            "-t",
+            "busybox",
+            "echo",
+            "-n",
+            "x",
+        ]);
+        let body = args.body(true, Some((30, 100))).expect("body");
+        assert_eq!(body["Env"], json!(["A=1"]));
+        assert_eq!(body["WorkingDir"], "/w");
+        assert_eq!(body["User"], "1:2");
+        assert_eq!(body["Entrypoint"], json!(["/bin/sh"]));
+        assert_eq!(body["Cmd"], json!(["echo", "-n", "x"]));
+        assert_eq!(body["StopSignal"], "SIGINT");
+        assert_eq!(body["StopTimeout"], 7);
+        assert_eq!(body["Labels"], json!({"k": "v"}));
+        assert_eq!(body["Hostname"], "h");
+        assert_eq!(body["Tty"], true);
+        let host = &body["HostConfig"];
+        assert_eq!(host["ReadonlyRootfs"], true);
+        assert_eq!(host["Init"], true);
+        assert_eq!(host["AutoRemove"], true);
+        assert_eq!(host["Memory"], 64 << 20);
+        assert_eq!(host["NanoCpus"], 1_500_000_000i64);
+        assert_eq!(host["PidsLimit"], 10);
+        assert_eq!(host["CapAdd"], json!(["NET_ADMIN"]));
+        assert_eq!(host["CapDrop"], json!(["ALL"]));
+        assert_eq!(
+            host["RestartPolicy"],
+            json!({"Name": "on-failure", "MaximumRetryCount": 2})
+        );
+        assert_eq!(host["ConsoleSize"], json!([30, 100]));
     }
 
     #[test]

@@ -1,8 +1,15 @@
 //! The commands, grouped as Docker groups them.
 
+mod attach;
 mod auth;
+mod completion;
+mod container_group;
 mod containers;
+mod context;
+mod exec;
 mod images;
+mod inspect;
+mod monitor;
 mod system;
 
 use std::process::ExitCode;
@@ -22,6 +29,10 @@ pub struct Cli {
     /// Engine to talk to (unix:///path); default $BERTH_HOST or unix:///run/berth/berth.sock.
     #[arg(short = 'H', long, global = true, value_name = "HOST")]
     pub host: Option<String>,
+
+    /// Name of the context to use (overrides BERTH_HOST, BERTH_CONTEXT and `context use`).
+    #[arg(long, global = true, value_name = "CONTEXT")]
+    pub context: Option<String>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -73,8 +84,10 @@ pub enum Command {
     Import(images::ImportArgs),
     /// Show the history of an image.
     History(images::HistoryArgs),
-    /// Return low-level information on images.
-    Inspect(images::InspectArgs),
+    /// Return low-level information on containers or images.
+    Inspect(inspect::InspectArgs),
+    #[command(flatten)]
+    More(container_group::MoreCommand),
     /// Manage images.
     #[command(subcommand)]
     Image(images::ImageCommand),
@@ -93,7 +106,17 @@ pub enum Command {
 }
 
 pub async fn run(cli: Cli) -> Result<ExitCode> {
-    let client = Client::new(Endpoint::resolve(cli.host.as_deref())?);
+    if let Command::More(more) = &cli.command {
+        if let Some(done) =
+            container_group::local(more, cli.host.as_deref(), cli.context.as_deref())
+        {
+            return done;
+        }
+    }
+    let client = Client::new(Endpoint::resolve(
+        cli.host.as_deref(),
+        cli.context.as_deref(),
+    )?);
     let done = |r: Result<()>| r.map(|()| ExitCode::SUCCESS);
     match cli.command {
         Command::Run(a) => containers::run(&client, &a).await,
@@ -107,6 +130,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Logs(a) => done(containers::logs(&client, &a).await),
         Command::Wait(a) => done(containers::wait(&client, &a).await),
         Command::Export(a) => done(containers::export(&client, &a).await),
+        Command::More(c) => container_group::run(&client, c).await,
         other => done(run_other(&client, other).await),
     }
 }
@@ -125,7 +149,7 @@ async fn run_other(client: &Client, command: Command) -> Result<()> {
         Command::Load(a) => images::load(&client, &a).await,
         Command::Import(a) => images::import(&client, &a).await,
         Command::History(a) => images::history(&client, &a).await,
-        Command::Inspect(a) => images::inspect(&client, &a).await,
+        Command::Inspect(a) => inspect::inspect(&client, &a).await,
         Command::Image(c) => images::image_command(&client, c).await,
         Command::System(c) => system::system_command(&client, c).await,
         Command::Login(a) => auth::login(&client, &a).await,
@@ -141,7 +165,8 @@ async fn run_other(client: &Client, command: Command) -> Result<()> {
         | Command::Ps(_)
         | Command::Logs(_)
         | Command::Wait(_)
-        | Command::Export(_) => Ok(()),
+        | Command::Export(_)
+        | Command::More(_) => Ok(()),
         // The `berth` binary runs the daemon before the CLI parses anything.
         Command::Daemon { .. } => anyhow::bail!("`berth daemon` is run by the berth binary itself"),
     }
