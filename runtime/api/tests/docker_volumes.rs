@@ -413,3 +413,237 @@ fn docker_volumes_in_containers() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+fn daemon_has_bridge_flag() -> bool {
+    std::process::Command::new(common::berth_binary())
+        .args(["daemon", "--help"])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("--bridge"))
+}
+
+/// A `berth daemon` process of the test's own (data root and socket in a
+/// temp dir, networking off so parallel tests share nothing); restartable.
+struct DaemonProcess {
+    dir: tempfile::TempDir,
+    child: Option<std::process::Child>,
+}
+
+impl DaemonProcess {
+    fn socket(&self) -> std::path::PathBuf {
+        self.dir.path().join("berth.sock")
+    }
+
+    fn start(&mut self) {
+        let mut command = std::process::Command::new(common::berth_binary());
+        command.arg("daemon");
+        if daemon_has_bridge_flag() {
+            // Loopback only: parallel tests must not share a bridge.
+            command.args(["--bridge", "none"]);
+        }
+        let mut child = command
+            .arg("--host")
+            .arg(format!("unix://{}", self.socket().display()))
+            .arg("--data-root")
+            .arg(self.dir.path().join("data"))
+            .env("DOCKER_CONFIG", self.dir.path().join("docker-config"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("starting berth daemon");
+        common::wait_for_socket(&self.socket(), &mut child);
+        self.child = Some(child);
+    }
+
+    fn kill_9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill(); // SIGKILL
+            let _ = child.wait();
+        }
+    }
+
+    fn docker(&self, args: &[&str]) -> std::process::Output {
+        common::docker_at(&self.socket(), &self.dir.path().join("docker-config"), args)
+    }
+
+    fn docker_ok(&self, args: &[&str]) -> String {
+        let out = self.docker(args);
+        assert!(
+            out.status.success(),
+            "docker {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for DaemonProcess {
+    fn drop(&mut self) {
+        // Containers outlive a killed daemon by design: bring one up to
+        // remove them, then stop it.
+        if self.child.is_none() && self.socket().parent().is_some_and(Path::exists) {
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.start()));
+        }
+        let out = self.docker(&["ps", "-aq"]);
+        for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            let _ = self.docker(&["rm", "-f", "-v", id]);
+        }
+        self.kill_9();
+    }
+}
+
+fn poll_until(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !ok() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn containers_and_volumes_survive_kill_9_of_the_daemon() {
+    let mut daemon = DaemonProcess {
+        dir: tempfile::Builder::new()
+            .prefix("berth-kill9")
+            .tempdir()
+            .unwrap(),
+        child: None,
+    };
+    std::fs::create_dir_all(daemon.dir.path().join("docker-config")).unwrap();
+    daemon.start();
+    let root = daemon.dir.path().join("bbroot");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static installed");
+    for applet in ["sh", "sleep", "echo", "cat"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    let tar = daemon.dir.path().join("bb.tar");
+    assert!(std::process::Command::new("tar")
+        .arg("-C")
+        .arg(&root)
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .status()
+        .unwrap()
+        .success());
+    daemon.docker_ok(&["import", tar.to_str().unwrap(), "busybox:latest"]);
+
+    daemon.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "live",
+        "-v",
+        "keep:/data",
+        "busybox",
+        "sh",
+        "-c",
+        "echo before > /data/f; i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done",
+    ]);
+    let pid = daemon.docker_ok(&["inspect", "-f", "{{.State.Pid}}", "live"]);
+    let pid: i32 = pid.trim().parse().unwrap();
+    assert!(pid > 0);
+    let logged = |d: &DaemonProcess| d.docker_ok(&["logs", "live"]).lines().count();
+    poll_until("first log lines", || logged(&daemon) > 2);
+
+    daemon.kill_9();
+    // The container runs on without its daemon.
+    assert!(
+        Path::new(&format!("/proc/{pid}")).exists(),
+        "container died with the daemon"
+    );
+
+    daemon.start();
+    let state = daemon.docker_ok(&["inspect", "-f", "{{.State.Status}} {{.State.Pid}}", "live"]);
+    assert_eq!(state.trim(), format!("running {pid}"));
+    // Logs continue (written by the container's monitor meanwhile and now).
+    let before = logged(&daemon);
+    poll_until("logs to continue", || logged(&daemon) > before + 3);
+    assert_eq!(
+        daemon.docker_ok(&["exec", "live", "cat", "/data/f"]),
+        "before\n"
+    );
+    let vols = daemon.docker_ok(&["volume", "ls", "-q", "--filter", "dangling=false"]);
+    assert_eq!(vols, "keep\n");
+    // Stop works on the adopted container.
+    daemon.docker_ok(&["stop", "-t", "1", "live"]);
+    let state = daemon.docker_ok(&["inspect", "-f", "{{.State.Status}}", "live"]);
+    assert_eq!(state.trim(), "exited");
+    poll_until("the container's process to be gone", || {
+        !Path::new(&format!("/proc/{pid}")).exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| s.contains(") Z "))
+    });
+    daemon.docker_ok(&["rm", "-v", "live"]);
+    daemon.docker_ok(&["volume", "rm", "keep"]);
+}
+
+/// `berth volume …`, `berth run -v/--mount` and `berth cp` against the
+/// same server.
+#[test]
+fn berth_cli_volumes_and_cp() {
+    let server = Server::start();
+    let _cleanup = Cleanup(&server);
+    import_busybox(&server);
+    let host = format!("unix://{}", server.socket.display());
+    let berth = |args: &[&str]| {
+        let out = std::process::Command::new(common::berth_binary())
+            .arg("--host")
+            .arg(&host)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("running berth");
+        assert!(
+            out.status.success(),
+            "berth {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(berth(&["volume", "create", "--label", "k=v", "bv"]), "bv\n");
+    assert!(berth(&["volume", "ls"]).contains("local    bv"));
+    assert_eq!(
+        berth(&["volume", "ls", "-q", "--filter", "label=k=v"]),
+        "bv\n"
+    );
+    assert!(berth(&["volume", "inspect", "bv"]).contains("\"Mountpoint\""));
+    let out = berth(&[
+        "run",
+        "--rm",
+        "-v",
+        "bv:/d",
+        "--mount",
+        "type=tmpfs,target=/t",
+        "busybox",
+        "sh",
+        "-c",
+        "echo via-berth > /d/f; cat /d/f",
+    ]);
+    assert_eq!(out, "via-berth\n");
+    berth(&["create", "--name", "bc", "-v", "bv:/d", "busybox", "true"]);
+    let work = server.dir.path().join("berth-cp");
+    std::fs::create_dir_all(work.join("dir/sub")).unwrap();
+    std::fs::write(work.join("dir/sub/x"), "x\n").unwrap();
+    berth(&["cp", work.join("dir").to_str().unwrap(), "bc:/d/copied"]);
+    berth(&[
+        "cp",
+        "bc:/d/copied/sub/x",
+        work.join("x-back").to_str().unwrap(),
+    ]);
+    assert_eq!(std::fs::read_to_string(work.join("x-back")).unwrap(), "x\n");
+    berth(&["cp", "bc:/d", work.join("whole").to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read_to_string(work.join("whole/f")).unwrap(),
+        "via-berth\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(work.join("whole/copied/sub/x")).unwrap(),
+        "x\n"
+    );
+    berth(&["rm", "bc"]);
+    berth(&["volume", "rm", "bv"]);
+    assert!(berth(&["volume", "prune", "-f"]).contains("Total reclaimed space"));
+    assert_eq!(berth(&["volume", "ls", "-q"]), "");
+}

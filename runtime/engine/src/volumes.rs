@@ -225,6 +225,17 @@ fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// RFC 3339 to the second (`2026-01-02T03:04:05Z`), as Docker shows a
+/// volume's CreatedAt.
+fn now_seconds_rfc3339() -> String {
+    let secs = crate::containers::store::now_nanos().div_euclid(1_000_000_000);
+    let full = crate::containers::store::format_time(secs * 1_000_000_000);
+    match full.find('.') {
+        Some(dot) => format!("{}Z", &full[..dot]),
+        None => full,
+    }
+}
+
 fn sync_dir(dir: &Path) {
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
@@ -399,9 +410,7 @@ impl VolumeService {
             name: name.clone(),
             driver,
             mountpoint: data.display().to_string(),
-            created_at: crate::containers::store::format_time(
-                crate::containers::store::now_nanos().div_euclid(1_000_000_000) * 1_000_000_000,
-            ),
+            created_at: now_seconds_rfc3339(),
             labels,
             options: req.driver_opts,
         };

@@ -39,9 +39,8 @@ pub struct CreateArgs {
     /// Overwrite the default ENTRYPOINT of the image.
     #[arg(long)]
     entrypoint: Option<String>,
-    /// Bind mount a volume (host-path:container-path[:ro]).
-    #[arg(short, long = "volume")]
-    volume: Vec<String>,
+    #[command(flatten)]
+    mounts: super::volume::MountOpts,
     /// Mount a tmpfs directory.
     #[arg(long)]
     tmpfs: Vec<String>,
@@ -274,7 +273,6 @@ impl CreateArgs {
             tmpfs.insert(path.to_string(), Value::String(opts.to_string()));
         }
         let mut host = json!({
-            "Binds": self.volume,
             "AutoRemove": auto_remove,
             "Privileged": self.privileged,
             "ReadonlyRootfs": self.read_only,
@@ -337,6 +335,7 @@ impl CreateArgs {
         if let Some(health) = self.healthcheck()? {
             body["Healthcheck"] = health;
         }
+        self.mounts.apply(&mut body)?;
         Ok(body)
     }
 }

@@ -11,6 +11,7 @@ mod images;
 mod inspect;
 mod monitor;
 mod system;
+mod volume;
 
 use std::process::ExitCode;
 
@@ -94,6 +95,11 @@ pub enum Command {
     /// Manage the engine.
     #[command(subcommand)]
     System(system::SystemCommand),
+    /// Manage volumes.
+    #[command(subcommand)]
+    Volume(volume::VolumeCommand),
+    /// Copy files/folders between a container and the local filesystem.
+    Cp(volume::CpArgs),
     /// Log in to a registry.
     Login(auth::LoginArgs),
     /// Log out from a registry.
@@ -152,6 +158,8 @@ async fn run_other(client: &Client, command: Command) -> Result<()> {
         Command::Inspect(a) => inspect::inspect(&client, &a).await,
         Command::Image(c) => images::image_command(&client, c).await,
         Command::System(c) => system::system_command(&client, c).await,
+        Command::Volume(c) => volume::volume_command(&client, c).await,
+        Command::Cp(a) => volume::cp(&client, &a).await,
         Command::Login(a) => auth::login(&client, &a).await,
         Command::Logout(a) => auth::logout(&a).await,
         // Handled in `run`.
