@@ -7,6 +7,7 @@ pub mod commands;
 pub mod config;
 pub mod format;
 pub mod progress;
+pub mod template;
 pub mod terminal;
 
 use std::process::ExitCode;

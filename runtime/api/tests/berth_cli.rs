@@ -385,6 +385,24 @@ fn inspect_top_stats_pause_rename_events() {
     let row: serde_json::Value = serde_json::from_str(json_line.trim()).unwrap();
     assert_eq!(row["Names"], "watched");
     assert_eq!(berth.ok(&["ps", "-q"]).trim(), &id[..12]);
+    let table = berth.ok(&["ps", "--format", "table {{.Names}}\t{{.State}}"]);
+    let mut rows = table.lines();
+    assert_eq!(
+        rows.next().unwrap().split_whitespace().collect::<Vec<_>>(),
+        ["NAMES", "STATE"]
+    );
+    assert_eq!(
+        rows.next().unwrap().split_whitespace().collect::<Vec<_>>(),
+        ["watched", "running"]
+    );
+    assert_eq!(berth.ok(&["ps", "-l", "-q"]).trim(), &id[..12]);
+    let labels = berth.ok(&[
+        "inspect",
+        "-f",
+        "{{range $k, $v := .Config.Labels}}{{$k}}={{$v}};{{end}}{{if .State.Running}}up{{end}}",
+        "watched",
+    ]);
+    assert_eq!(labels.trim(), "team=cli;up");
 
     // top lists the container's processes.
     let top = berth.ok(&["top", "watched"]);

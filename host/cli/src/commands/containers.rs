@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::attach;
 use crate::client::{self, path_segment, query, ApiError, Client};
-use crate::format::{human_age, now_unix, print_table, render_template};
+use crate::format::{human_age, now_unix, print_formatted, print_table};
 use crate::terminal;
 
 /// What `create` and `run` share.
@@ -843,10 +843,30 @@ pub struct PsArgs {
     /// Filter output (name=, label=, status=, ancestor=, id=).
     #[arg(short, long)]
     filter: Vec<String>,
-    /// Format output using a template.
+    /// Format output using a template ('{{json .}}', 'table {{.ID}}\t{{.Names}}').
     #[arg(long)]
     format: Option<String>,
+    /// Show n last created containers (includes all states).
+    #[arg(short = 'n', long)]
+    last: Option<usize>,
+    /// Show the latest created container (includes all states).
+    #[arg(short, long)]
+    latest: bool,
 }
+
+/// `ps --format table …` headers, by template field.
+const PS_HEADERS: &[(&str, &str)] = &[
+    ("ID", "CONTAINER ID"),
+    ("Image", "IMAGE"),
+    ("Command", "COMMAND"),
+    ("CreatedAt", "CREATED AT"),
+    ("RunningFor", "CREATED"),
+    ("Status", "STATUS"),
+    ("State", "STATE"),
+    ("Ports", "PORTS"),
+    ("Names", "NAMES"),
+    ("Labels", "LABELS"),
+];
 
 pub async fn ps(client: &Client, args: &PsArgs) -> Result<()> {
     let mut map: serde_json::Map<String, Value> = serde_json::Map::new();
@@ -858,13 +878,20 @@ pub async fn ps(client: &Client, args: &PsArgs) -> Result<()> {
         entry[v] = json!(true);
     }
     let filters = Value::Object(map).to_string();
-    let mut pairs = vec![("all", if args.all { "1" } else { "0" })];
+    // -n and -l look at every container, newest first (as docker).
+    let limit = if args.latest { Some(1) } else { args.last };
+    let all = args.all || limit.is_some();
+    let mut pairs = vec![("all", if all { "1" } else { "0" })];
     if !args.filter.is_empty() {
         pairs.push(("filters", filters.as_str()));
     }
-    let list: Vec<Value> = client
+    let mut list: Vec<Value> = client
         .get_json(&format!("/containers/json{}", query(&pairs)))
         .await?;
+    if let Some(n) = limit {
+        list.sort_by_key(|c| std::cmp::Reverse(c["Created"].as_i64().unwrap_or(0)));
+        list.truncate(n);
+    }
     let now = now_unix();
     let rows: Vec<Value> = list
         .iter()
@@ -903,10 +930,8 @@ pub async fn ps(client: &Client, args: &PsArgs) -> Result<()> {
         }
         return Ok(());
     }
-    if let Some(template) = &args.format {
-        for r in &rows {
-            println!("{}", render_template(template, r));
-        }
+    if let Some(template) = args.format.as_deref().filter(|t| *t != "table") {
+        print_formatted(template, &rows, PS_HEADERS);
         return Ok(());
     }
     let table: Vec<Vec<String>> = rows
