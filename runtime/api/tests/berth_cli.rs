@@ -299,6 +299,19 @@ fn run_exec_attach_and_exit_codes() {
         text(&out.stderr)
     );
 
+    // attach to a container with a TTY, from a terminal.
+    berth.ok(&["run", "-dit", "--name", "ttyc", "busybox", "sh"]);
+    let out = berth.in_terminal("$B attach ttyc", "echo attached-$((1+2)); exit 3\n");
+    let t = text(&out.stdout);
+    assert!(t.contains("attached-3"), "{t}");
+    assert_eq!(out.status.code(), Some(3), "{t}");
+
+    // container prune removes the stopped ones only.
+    let pruned = berth.ok(&["container", "prune", "-f"]);
+    assert!(pruned.contains("Total reclaimed space"), "{pruned}");
+    let left = berth.ok(&["ps", "-a", "--format", "{{.Names}}"]);
+    assert_eq!(left.trim(), "target", "{left}");
+
     // run's exit codes: 127 not found, 125 daemon or usage errors; --rm
     // still removes a container that failed to start.
     assert_eq!(
@@ -316,6 +329,13 @@ fn run_exec_attach_and_exit_codes() {
             .status
             .code(),
         Some(125)
+    );
+    let missing = berth.run(&["run", "-q", "--pull", "never", "no-such-image", "true"]);
+    assert_eq!(missing.status.code(), Some(125));
+    assert!(
+        text(&missing.stderr).contains("No such image"),
+        "{}",
+        text(&missing.stderr)
     );
     assert_eq!(
         berth

@@ -83,6 +83,8 @@ pub enum ContainerCommand {
     Unpause(containers::ContainersArgs),
     /// Rename a container.
     Rename(containers::RenameArgs),
+    /// Remove all stopped containers.
+    Prune(containers::PruneArgs),
 }
 
 /// Runs the commands that need no engine; None for the others.
@@ -145,5 +147,6 @@ async fn container(client: &Client, command: ContainerCommand) -> Result<ExitCod
         ContainerCommand::Pause(a) => ok(containers::pause(client, &a, false).await),
         ContainerCommand::Unpause(a) => ok(containers::pause(client, &a, true).await),
         ContainerCommand::Rename(a) => ok(containers::rename(client, &a).await),
+        ContainerCommand::Prune(a) => ok(containers::prune(client, &a).await),
     }
 }

@@ -104,6 +104,12 @@ pub struct CreateArgs {
     /// Disable any container-specified HEALTHCHECK.
     #[arg(long)]
     no_healthcheck: bool,
+    /// Pull image before running ("always", "missing", "never").
+    #[arg(long, default_value = "missing")]
+    pull: String,
+    /// Suppress the pull output.
+    #[arg(short, long)]
+    quiet: bool,
     /// Allocate a pseudo-TTY.
     #[arg(short, long)]
     tty: bool,
@@ -393,6 +399,31 @@ fn is_status(e: &anyhow::Error, status: StatusCode) -> bool {
         .is_some_and(|a| a.status == status)
 }
 
+/// Pulls `image`: progress on stderr, or nothing but errors with `quiet`.
+async fn pull_image(client: &Client, image: &str, quiet: bool) -> Result<()> {
+    if !quiet {
+        return super::images::pull_quietly_to_stderr(client, image).await;
+    }
+    let (name, tag) = match image.rsplit_once(':') {
+        Some((n, t)) if !t.contains('/') && !image.contains('@') => (n, t),
+        _ => (image, ""),
+    };
+    let mut pairs = vec![("fromImage", name)];
+    if !tag.is_empty() {
+        pairs.push(("tag", tag));
+    }
+    let response = client
+        .call(Method::POST, &format!("/images/create{}", query(&pairs)))
+        .await?;
+    client::for_each_json_line(response, |message| {
+        match message.get("error").and_then(Value::as_str) {
+            Some(error) => bail!("{error}"),
+            None => Ok(()),
+        }
+    })
+    .await
+}
+
 /// Creates the container, pulling the image first if the engine lacks it.
 async fn create_container(
     client: &Client,
@@ -405,11 +436,20 @@ async fn create_container(
         Some(n) => format!("/containers/create{}", query(&[("name", n)])),
         None => "/containers/create".to_string(),
     };
+    let pull = args.pull.as_str();
+    if !matches!(pull, "missing" | "always" | "never") {
+        bail!("invalid pull option {pull:?}: must be one of \"always\", \"missing\" or \"never\"");
+    }
+    if pull == "always" {
+        pull_image(client, &args.image, args.quiet).await?;
+    }
     let created: Value = match client.post_json(&path, Some(&body)).await {
         Ok(v) => v,
-        Err(e) if is_status(&e, StatusCode::NOT_FOUND) => {
-            eprintln!("Unable to find image '{}' locally", args.image);
-            super::images::pull_quietly_to_stderr(client, &args.image).await?;
+        Err(e) if pull == "missing" && is_status(&e, StatusCode::NOT_FOUND) => {
+            if !args.quiet {
+                eprintln!("Unable to find image '{}' locally", args.image);
+            }
+            pull_image(client, &args.image, args.quiet).await?;
             client.post_json(&path, Some(&body)).await?
         }
         Err(e) => return Err(e),
@@ -431,6 +471,12 @@ pub struct RunArgs {
     /// Automatically remove the container when it exits.
     #[arg(long)]
     rm: bool,
+    /// Proxy received signals to the process (without a TTY).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    sig_proxy: bool,
+    /// Accepted for compatibility; detaching by keys is not supported.
+    #[arg(long, hide = true)]
+    detach_keys: Option<String>,
     #[command(flatten)]
     create: CreateArgs,
 }
@@ -513,7 +559,7 @@ pub async fn run(client: &Client, args: &RunArgs) -> Result<ExitCode> {
     let resize = c
         .tty
         .then(|| attach::follow_resize(client, format!("/containers/{id}/resize")));
-    let signals = if c.tty {
+    let signals = if c.tty || !args.sig_proxy {
         None
     } else {
         attach::proxy_signals(client, &id)
@@ -1001,6 +1047,64 @@ pub async fn rename(client: &Client, args: &RenameArgs) -> Result<()> {
             ),
         )
         .await?;
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Do not prompt for confirmation.
+    #[arg(short, long)]
+    force: bool,
+    /// Provide filter values (until=, label=).
+    #[arg(long)]
+    filter: Vec<String>,
+}
+
+/// Asks on the terminal; anything but y/yes is no.
+fn confirm(warning: &str) -> Result<bool> {
+    print!("{warning}\nAre you sure you want to continue? [y/N] ");
+    std::io::stdout().flush().context("writing the prompt")?;
+    let mut answer = String::new();
+    std::io::stdin()
+        .read_line(&mut answer)
+        .context("reading the answer")?;
+    Ok(matches!(
+        answer.trim().to_ascii_lowercase().as_str(),
+        "y" | "yes"
+    ))
+}
+
+/// `container prune`: removes every stopped container.
+pub async fn prune(client: &Client, args: &PruneArgs) -> Result<()> {
+    if !args.force && !confirm("WARNING! This will remove all stopped containers.")? {
+        return Ok(());
+    }
+    let filters = client::filters_json(&args.filter)?;
+    let q = match &filters {
+        Some(f) => query(&[("filters", f)]),
+        None => String::new(),
+    };
+    let report: Value = client
+        .post_json(&format!("/containers/prune{q}"), None)
+        .await?;
+    let deleted: Vec<&str> = report["ContainersDeleted"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    if !deleted.is_empty() {
+        println!("Deleted Containers:");
+        for id in &deleted {
+            println!("{id}");
+        }
+        println!();
+    }
+    let space = report["SpaceReclaimed"].as_f64().unwrap_or(0.0);
+    println!(
+        "Total reclaimed space: {}",
+        crate::format::human_size(space)
+    );
     Ok(())
 }
 
