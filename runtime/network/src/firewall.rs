@@ -20,6 +20,17 @@ use std::process::{Command, Stdio};
 use crate::error::{NetworkError, Result};
 use crate::store::State;
 
+/// The nftables table (and, upper-cased, the iptables chain prefix) used unless configured.
+pub const DEFAULT_TABLE: &str = "berth";
+
+/// Whether `name` can be a table name here: it is pasted into rule scripts unquoted.
+pub fn valid_table_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic())
+        && name.len() <= 20
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 /// Which tool programs the kernel's packet filter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FirewallBackend {
@@ -57,11 +68,18 @@ impl FirewallBackend {
         }
     }
 
-    /// Makes the kernel's rules match `state` (removing everything when it has no networks).
+    /// Makes the kernel's rules match `state` (removing everything when it has no networks),
+    /// in the default table `berth` (chains `BERTH-*`).
     pub fn apply(self, state: &State) -> Result<()> {
+        self.apply_in(DEFAULT_TABLE, state)
+    }
+
+    /// Like [`apply`](Self::apply), in nftables table `ip <table>` (iptables chains
+    /// `<TABLE>-*`), so two engines (or parallel tests) in one namespace never share rules.
+    pub fn apply_in(self, table: &str, state: &State) -> Result<()> {
         match self {
-            Self::Nftables => run_stdin(self, "nft", &["-f", "-"], &nft_ruleset(state)),
-            Self::Iptables => apply_iptables(state),
+            Self::Nftables => run_stdin(self, "nft", &["-f", "-"], &nft_ruleset_in(table, state)),
+            Self::Iptables => apply_iptables(&table.to_ascii_uppercase(), state),
         }
     }
 }
@@ -140,12 +158,17 @@ fn dnats(state: &State) -> Vec<Dnat> {
 /// The complete nftables script for `state`: create-then-delete-then-define makes it idempotent
 /// and atomic (one transaction), and with no networks it only deletes the table.
 pub fn nft_ruleset(state: &State) -> String {
-    let mut s = String::from("table ip berth\ndelete table ip berth\n");
+    nft_ruleset_in(DEFAULT_TABLE, state)
+}
+
+/// [`nft_ruleset`] for table `ip <table>`.
+pub fn nft_ruleset_in(table: &str, state: &State) -> String {
+    let mut s = format!("table ip {table}\ndelete table ip {table}\n");
     if state.networks.is_empty() {
         return s;
     }
     let bridges: Vec<String> = state.networks.values().map(|n| quote(&n.bridge)).collect();
-    s.push_str("table ip berth {\n");
+    s.push_str(&format!("table ip {table} {{\n"));
     s.push_str("  chain prerouting {\n    type nat hook prerouting priority dstnat; policy accept;\n    fib daddr type local jump publish\n  }\n");
     s.push_str("  chain output {\n    type nat hook output priority -100; policy accept;\n    fib daddr type local jump publish\n  }\n");
     s.push_str("  chain publish {\n");
@@ -202,14 +225,23 @@ pub fn nft_ruleset(state: &State) -> String {
 }
 
 const IPT_CHAINS: [(&str, &str, &str); 4] = [
-    ("nat", "PREROUTING", "BERTH-PREROUTING"),
-    ("nat", "OUTPUT", "BERTH-OUTPUT"),
-    ("nat", "POSTROUTING", "BERTH-POSTROUTING"),
-    ("filter", "FORWARD", "BERTH-FORWARD"),
+    ("nat", "PREROUTING", "PREROUTING"),
+    ("nat", "OUTPUT", "OUTPUT"),
+    ("nat", "POSTROUTING", "POSTROUTING"),
+    ("filter", "FORWARD", "FORWARD"),
 ];
 
 /// `iptables-restore --noflush` input defining (and so flushing) the `BERTH-*` chains.
 pub fn iptables_rules(state: &State) -> String {
+    iptables_rules_in("BERTH", state)
+}
+
+/// [`iptables_rules`] with chains `<prefix>-*`.
+pub fn iptables_rules_in(prefix: &str, state: &State) -> String {
+    iptables_rules_berth(state).replace("BERTH-", &format!("{prefix}-"))
+}
+
+fn iptables_rules_berth(state: &State) -> String {
     let mut nat = String::from("*nat\n:BERTH-PREROUTING - [0:0]\n:BERTH-OUTPUT - [0:0]\n:BERTH-POSTROUTING - [0:0]\n:BERTH-PUBLISH - [0:0]\n");
     nat.push_str("-A BERTH-PREROUTING -m addrtype --dst-type LOCAL -j BERTH-PUBLISH\n");
     nat.push_str("-A BERTH-OUTPUT -m addrtype --dst-type LOCAL -j BERTH-PUBLISH\n");
@@ -267,29 +299,33 @@ fn iptables_ok(args: &[&str]) -> bool {
         .unwrap_or(false)
 }
 
-fn apply_iptables(state: &State) -> Result<()> {
+fn apply_iptables(prefix: &str, state: &State) -> Result<()> {
     let backend = FirewallBackend::Iptables;
     let fail = |detail: String| NetworkError::Firewall {
         backend: backend.name(),
         detail,
     };
+    let publish = format!("{prefix}-PUBLISH");
     if state.networks.is_empty() {
-        for (table, builtin, chain) in IPT_CHAINS {
-            while iptables_ok(&["-t", table, "-D", builtin, "-j", chain]) {}
-            iptables_ok(&["-t", table, "-F", chain]);
-            iptables_ok(&["-t", table, "-X", chain]);
+        for (table, builtin, suffix) in IPT_CHAINS {
+            let chain = format!("{prefix}-{suffix}");
+            while iptables_ok(&["-t", table, "-D", builtin, "-j", &chain]) {}
+            iptables_ok(&["-t", table, "-F", &chain]);
+            iptables_ok(&["-t", table, "-X", &chain]);
         }
-        iptables_ok(&["-t", "nat", "-F", "BERTH-PUBLISH"]);
-        iptables_ok(&["-t", "nat", "-X", "BERTH-PUBLISH"]);
+        iptables_ok(&["-t", "nat", "-F", &publish]);
+        iptables_ok(&["-t", "nat", "-X", &publish]);
         return Ok(());
     }
     run_stdin(
         backend,
         "iptables-restore",
         &["--noflush"],
-        &iptables_rules(state),
+        &iptables_rules_in(prefix, state),
     )?;
-    for (table, builtin, chain) in IPT_CHAINS {
+    for (table, builtin, suffix) in IPT_CHAINS {
+        let chain = format!("{prefix}-{suffix}");
+        let chain = chain.as_str();
         if !iptables_ok(&["-t", table, "-C", builtin, "-j", chain])
             && !iptables_ok(&["-t", table, "-I", builtin, "-j", chain])
         {

@@ -39,6 +39,10 @@ pub struct ManagerConfig {
     pub firewall: Option<FirewallBackend>,
     /// Upstream resolvers for the embedded DNS; `None` reads the host's `/etc/resolv.conf`.
     pub dns_upstreams: Option<Vec<SocketAddr>>,
+    /// Subnet of the default network; `None` picks one that collides with no route.
+    pub default_subnet: Option<IpNet>,
+    /// The nftables table (upper-cased: the iptables chain prefix) holding every rule.
+    pub firewall_table: String,
 }
 
 impl ManagerConfig {
@@ -50,6 +54,8 @@ impl ManagerConfig {
             default_bridge: "berth0".into(),
             firewall: None,
             dns_upstreams: None,
+            default_subnet: None,
+            firewall_table: crate::firewall::DEFAULT_TABLE.into(),
         }
     }
 }
@@ -204,6 +210,15 @@ fn random_ula() -> IpNet {
 impl NetworkManager {
     /// Opens the store; touches no kernel state until a network is used.
     pub fn open(cfg: ManagerConfig) -> Result<Self> {
+        if !crate::firewall::valid_table_name(&cfg.firewall_table) {
+            return Err(NetworkError::InvalidConfig {
+                network: cfg.default_network.clone(),
+                reason: format!(
+                    "invalid firewall table name {:?}: use up to 20 letters, digits and _",
+                    cfg.firewall_table
+                ),
+            });
+        }
         let store = NetworkStore::open(&cfg.data_root)?;
         let state = store.load()?;
         let firewall = match cfg.firewall {
@@ -255,11 +270,18 @@ impl NetworkManager {
     /// the old rules are put back, so the kernel never runs ahead of what is recorded.
     fn commit(&self, inner: &mut Inner, new: State, firewall: bool) -> Result<()> {
         if firewall {
-            self.firewall.apply(&new)?;
+            self.firewall.apply_in(&self.cfg.firewall_table, &new)?;
         }
-        if let Err(e) = self.store.save(&new) {
+        // Networks themselves are synced to disk; endpoint changes are not worth an fsync on
+        // every container start: after a power loss no endpoint survives anyway (the bridges
+        // and namespaces are gone), and `restore` drops whatever the file still lists.
+        let structural = new.networks.len() != inner.state.networks.len()
+            || new.networks.keys().ne(inner.state.networks.keys());
+        if let Err(e) = self.store.save_with(&new, structural) {
             if firewall {
-                let _ = self.firewall.apply(&inner.state);
+                let _ = self
+                    .firewall
+                    .apply_in(&self.cfg.firewall_table, &inner.state);
             }
             return Err(e);
         }
@@ -270,7 +292,8 @@ impl NetworkManager {
     /// Re-applies the firewall rules for the recorded state (after a daemon restart).
     pub fn sync_firewall(&self) -> Result<()> {
         let inner = self.lock();
-        self.firewall.apply(&inner.state)
+        self.firewall
+            .apply_in(&self.cfg.firewall_table, &inner.state)
     }
 
     /// The default network, created on first use with a subnet that collides with no route or
@@ -289,6 +312,15 @@ impl NetworkManager {
             "com.docker.network.bridge.default_bridge".into(),
             "true".into(),
         );
+        if let Some(subnet) = self.cfg.default_subnet {
+            // `--bip 10.1.0.1/24` style: a host address names the gateway too.
+            let gateway = (subnet.addr() != subnet.network()).then(|| subnet.addr());
+            opts.subnets.push(SubnetRequest {
+                subnet: subnet.trunc(),
+                gateway,
+                ip_range: None,
+            });
+        }
         self.create_inner(opts, true)
     }
 
@@ -742,6 +774,20 @@ impl NetworkManager {
     /// Disconnects a container: removes its veth (and so the container's interface), releases
     /// its address and published ports.
     pub fn detach(&self, network: &str, container_id: &str) -> Result<()> {
+        self.detach_with(network, container_id, true)
+    }
+
+    /// Like [`detach`](Self::detach) for a container whose namespace the caller is about to let
+    /// go, off the container's critical path: the veth is left for the kernel to delete with
+    /// the namespace (deleting a link waits for RCU grace periods; the namespace's cleanup does
+    /// it in the background), and the firewall is *not* updated — the caller runs
+    /// [`sync_firewall`](Self::sync_firewall) afterwards, possibly on another thread. The host
+    /// ports are free when this returns.
+    pub fn release(&self, network: &str, container_id: &str) -> Result<()> {
+        self.detach_with(network, container_id, false)
+    }
+
+    fn detach_with(&self, network: &str, container_id: &str, delete_link: bool) -> Result<()> {
         let mut inner = self.lock();
         let net = Self::find(&inner.state, network)?.clone();
         let ep =
@@ -756,14 +802,16 @@ impl NetworkManager {
         if let Some(n) = new.networks.get_mut(&net.id) {
             n.endpoints.remove(container_id);
         }
-        self.commit(&mut inner, new, !ep.ports.is_empty())?;
+        self.commit(&mut inner, new, delete_link && !ep.ports.is_empty())?;
         inner
             .reservations
             .remove(&(net.id.clone(), container_id.to_string()));
         let _ = self.refresh_dns(&mut inner, &net.id);
-        let mut nl = Netlink::new().map_err(netlink_err("open", &ep.host_veth))?;
-        nl.delete_link(&ep.host_veth)
-            .map_err(netlink_err("delete veth", &ep.host_veth))?;
+        if delete_link {
+            let mut nl = Netlink::new().map_err(netlink_err("open", &ep.host_veth))?;
+            nl.delete_link(&ep.host_veth)
+                .map_err(netlink_err("delete veth", &ep.host_veth))?;
+        }
         Ok(())
     }
 
@@ -774,6 +822,19 @@ impl NetworkManager {
         network: &str,
         container_id: &str,
         mappings: &[PortMapping],
+    ) -> Result<Vec<PortBinding>> {
+        self.publish_with(network, container_id, mappings, true)
+    }
+
+    /// [`publish`](Self::publish) with the DNAT rules installed now (`apply_firewall`) or by
+    /// the caller's later [`sync_firewall`](Self::sync_firewall) (e.g. while the container
+    /// starts, which it must before traffic matters). The ports are reserved either way.
+    pub fn publish_with(
+        &self,
+        network: &str,
+        container_id: &str,
+        mappings: &[PortMapping],
+        apply_firewall: bool,
     ) -> Result<Vec<PortBinding>> {
         let mut inner = self.lock();
         let net = Self::find(&inner.state, network)?.clone();
@@ -803,13 +864,108 @@ impl NetworkManager {
         {
             e.ports.extend(bindings.iter().cloned());
         }
-        self.commit(&mut inner, new, true)?;
+        self.commit(&mut inner, new, apply_firewall)?;
         inner
             .reservations
             .entry((net.id, container_id.to_string()))
             .or_default()
             .extend(reserved);
         Ok(bindings)
+    }
+
+    /// Every endpoint of a container, with its network (in network-id order).
+    pub fn endpoints_of(&self, container_id: &str) -> Vec<(Network, Endpoint)> {
+        let inner = self.lock();
+        inner
+            .state
+            .networks
+            .values()
+            .filter_map(|n| {
+                n.endpoints
+                    .get(container_id)
+                    .map(|e| (n.clone(), e.clone()))
+            })
+            .collect()
+    }
+
+    /// After a restart of the caller (the daemon): drops the endpoints `keep` rejects (their
+    /// veths, addresses and ports), holds the host ports of the others again, restarts the DNS
+    /// servers of networks in use and re-applies the firewall. Returns the dropped endpoints as
+    /// (network name, container id). A port another program took meanwhile is reported in the
+    /// error but does not stop the rest.
+    pub fn restore(&self, keep: impl Fn(&Endpoint) -> bool) -> Result<Vec<(String, String)>> {
+        let mut inner = self.lock();
+        let mut new = inner.state.clone();
+        let mut dropped = Vec::new();
+        let mut veths = Vec::new();
+        for net in new.networks.values_mut() {
+            net.endpoints.retain(|cid, ep| {
+                let k = keep(ep);
+                if !k {
+                    dropped.push((net.name.clone(), cid.clone()));
+                    veths.push(ep.host_veth.clone());
+                }
+                k
+            });
+        }
+        self.commit(&mut inner, new, true)?;
+        let mut first_err = None;
+        if !veths.is_empty() {
+            let mut nl = Netlink::new().map_err(netlink_err("open", "*"))?;
+            for v in veths {
+                // Already gone when the container's namespace died with it.
+                let _ = nl.delete_link(&v);
+            }
+        }
+        // Ports of dropped endpoints are free; kept ones not held yet (a new process) are
+        // taken again.
+        let live: HashSet<(String, String)> = inner
+            .state
+            .networks
+            .values()
+            .flat_map(|n| n.endpoints.keys().map(|c| (n.id.clone(), c.clone())))
+            .collect();
+        inner.reservations.retain(|k, _| live.contains(k));
+        let mut held = Vec::new();
+        for net in inner.state.networks.values() {
+            for ep in net.endpoints.values() {
+                let key = (net.id.clone(), ep.container_id.clone());
+                if inner.reservations.contains_key(&key) {
+                    continue;
+                }
+                for b in &ep.ports {
+                    let m = PortMapping {
+                        host_ip: Some(b.host_ip),
+                        host_port: b.host_port,
+                        host_port_end: b.host_port,
+                        container_port: b.container_port,
+                        proto: b.proto,
+                    };
+                    match ports::reserve(&m) {
+                        Ok(r) => held.push(((net.id.clone(), ep.container_id.clone()), r)),
+                        Err(e) => {
+                            first_err.get_or_insert(e);
+                        }
+                    }
+                }
+            }
+        }
+        for (key, r) in held {
+            inner.reservations.entry(key).or_default().push(r);
+        }
+        let in_use: Vec<String> = inner
+            .state
+            .networks
+            .values()
+            .filter(|n| !n.endpoints.is_empty())
+            .map(|n| n.id.clone())
+            .collect();
+        for id in in_use {
+            if let Err(e) = self.refresh_dns(&mut inner, &id) {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(dropped), Err)
     }
 
     /// Removes all published ports of a container on a network.

@@ -134,6 +134,12 @@ impl NetworkStore {
 
     /// Writes the state atomically: readers see the old or the new document, never a mix.
     pub fn save(&self, state: &State) -> Result<()> {
+        self.save_with(state, true)
+    }
+
+    /// [`save`](Self::save), with the data synced to disk before the rename only if `durable`
+    /// (the rename alone is atomic for readers, but not across a power loss).
+    pub fn save_with(&self, state: &State, durable: bool) -> Result<()> {
         let err = |source| NetworkError::Store {
             path: self.path.clone(),
             source,
@@ -142,7 +148,9 @@ impl NetworkStore {
         let tmp = self.path.with_extension("json.tmp");
         let mut f = fs::File::create(&tmp).map_err(err)?;
         f.write_all(&bytes).map_err(err)?;
-        f.sync_data().map_err(err)?;
+        if durable {
+            f.sync_data().map_err(err)?;
+        }
         drop(f);
         fs::rename(&tmp, &self.path).map_err(err)
     }

@@ -355,3 +355,64 @@ fn attach_latency_median_of_20() {
     });
     assert_clean(&host);
 }
+
+#[test]
+fn release_defers_rules_and_restore_reclaims_after_a_restart() {
+    require_root!();
+    let host = Ns::host();
+    let (c1, c2) = (Ns::new("r1"), Ns::new("r2"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    host.run(|| {
+        let mut cfg = ManagerConfig::new(dir.path());
+        cfg.firewall = Some(FirewallBackend::Nftables);
+        cfg.firewall_table = "berth_rel".into();
+        cfg.default_bridge = "brel0".into();
+        cfg.default_subnet = Some("10.79.0.1/24".parse().expect("net"));
+        let mgr = NetworkManager::open(cfg.clone()).expect("open");
+        let def = mgr.ensure_default().expect("default");
+        assert_eq!(def.bridge, "brel0");
+        assert_eq!(def.ipam[0].subnet.to_string(), "10.79.0.0/24");
+        let e1 = mgr
+            .attach(&AttachRequest::new("bridge", "c1", c1.path()))
+            .expect("c1");
+        mgr.attach(&AttachRequest::new("bridge", "c2", c2.path()))
+            .expect("c2");
+        let m = |spec: &str| parse_port_spec(spec).expect("spec");
+        // Deferred publish: reserved now, rules on sync.
+        let b1 = mgr
+            .publish_with("bridge", "c1", &m("127.0.0.1::80"), false)
+            .expect("publish");
+        assert!(!host.ruleset().contains("dnat to"), "not applied yet");
+        mgr.sync_firewall().expect("sync");
+        assert!(host.ruleset().contains("table ip berth_rel"));
+        assert!(host.ruleset().contains("dnat to"));
+        mgr.publish("bridge", "c2", &m("127.0.0.1::81"))
+            .expect("publish c2");
+
+        // release: the port is free at once, the veth and the rule stay until their time.
+        mgr.release("bridge", "c1").expect("release");
+        let port = b1[0].host_port;
+        assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok());
+        assert!(host.links().contains(&e1.host_veth));
+        mgr.sync_firewall().expect("sync");
+        assert!(!host.ruleset().contains(&format!("dport {port} ")));
+
+        // A restart: a new manager on the same store keeps c2 (alive), drops nothing else.
+        drop(mgr);
+        let mgr = NetworkManager::open(cfg).expect("reopen");
+        let dropped = mgr.restore(|ep| ep.container_id == "c2").expect("restore");
+        assert!(dropped.is_empty(), "{dropped:?}");
+        let c2port = mgr.endpoints_of("c2")[0].1.ports[0].host_port;
+        assert!(
+            std::net::TcpListener::bind(("127.0.0.1", c2port)).is_err(),
+            "held again after restore"
+        );
+        // And when c2 is gone too, restore drops it and frees its port.
+        let dropped = mgr.restore(|_| false).expect("restore");
+        assert_eq!(dropped, vec![("bridge".to_string(), "c2".to_string())]);
+        assert!(std::net::TcpListener::bind(("127.0.0.1", c2port)).is_ok());
+        mgr.remove_all().expect("remove all");
+    });
+    drop((c1, c2));
+    assert_clean(&host);
+}
