@@ -31,6 +31,18 @@ pub struct DaemonArgs {
     /// Log every request.
     #[arg(short = 'D', long)]
     debug: bool,
+    /// Bridge device of the default network; `none` turns networking off (loopback only).
+    #[arg(short = 'b', long, default_value = "berth0")]
+    bridge: String,
+    /// Address of the default network's bridge, e.g. `10.88.0.1/24`; free one picked if unset.
+    #[arg(long)]
+    bip: Option<String>,
+    /// nftables table (iptables chain prefix) for this daemon's rules.
+    #[arg(long, default_value = "berth")]
+    nft_table: String,
+    /// Upstream resolver of the embedded DNS (repeatable); default: the host's resolv.conf.
+    #[arg(long = "dns-upstream")]
+    dns_upstreams: Vec<String>,
 }
 
 /// `daemon.json` (the keys dockerd uses).
@@ -197,6 +209,12 @@ pub fn run(args: DaemonArgs) -> Result<()> {
             registry_mirrors: config.registry_mirrors.clone(),
             insecure_registries: config.insecure_registries.clone(),
             runtime_path: runtime_path(),
+            network: (args.bridge != "none").then(|| berth_engine::containers::NetworkConfig {
+                bridge: args.bridge.clone(),
+                default_subnet: args.bip.clone(),
+                firewall_table: args.nft_table.clone(),
+                dns_upstreams: (!args.dns_upstreams.is_empty()).then(|| args.dns_upstreams.clone()),
+            }),
         };
         let state = Arc::new(ApiState::new(images, info)?);
 

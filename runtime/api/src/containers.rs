@@ -27,6 +27,7 @@ impl From<ContainerError> for ApiError {
         match err.http_status() {
             404 => ApiError::NotFound(message),
             409 => ApiError::Conflict(message),
+            403 => ApiError::Forbidden(message),
             400 => ApiError::BadRequest(message),
             _ => ApiError::Internal(message),
         }
@@ -136,6 +137,7 @@ impl CreateBody {
             stop_signal: self.stop_signal,
             stop_timeout: self.stop_timeout,
             healthcheck: self.healthcheck,
+            network: Default::default(),
             volumes: self
                 .volumes
                 .map(|v| v.into_keys().collect())
@@ -191,7 +193,9 @@ pub async fn create(
         .get("name")
         .filter(|n| !n.is_empty())
         .map(str::to_string);
-    let id = match service(state).create(parsed.into_request(name)).await {
+    let mut request = parsed.into_request(name);
+    request.network = crate::networks::container_options(&bytes)?;
+    let id = match service(state).create(request).await {
         Ok(id) => id,
         // The docker CLI reacts to exactly this 404 by pulling, then retrying.
         Err(ContainerError::ImageNotFound(_)) => {
@@ -308,12 +312,12 @@ pub async fn list(state: &ApiState, query: &Query) -> Result<ApiResponse, ApiErr
                 "ImageID": r.image_id,
                 "Command": command_line(r),
                 "Created": unix_seconds(&r.created),
-                "Ports": [],
+                "Ports": crate::networks::list_ports(service(state), r),
                 "Labels": r.resolved.labels,
                 "State": r.state.status.as_str(),
                 "Status": status_text(r),
                 "HostConfig": {"NetworkMode": network_mode(r)},
-                "NetworkSettings": {"Networks": {}},
+                "NetworkSettings": crate::networks::list_settings(service(state), r),
                 "Mounts": crate::volumes::mounts_json(r),
             })
         })
@@ -381,6 +385,7 @@ pub async fn inspect(state: &ApiState, reference: &str) -> Result<ApiResponse, A
         "AppArmorProfile": "",
         "HostConfig": {
             "Binds": hc.binds,
+            "Mounts": hc.mounts,
             "NetworkMode": network_mode(r),
             "RestartPolicy": {"Name": hc.restart_policy.name, "MaximumRetryCount": hc.restart_policy.maximum_retry_count},
             "AutoRemove": hc.auto_remove,
@@ -418,7 +423,7 @@ pub async fn inspect(state: &ApiState, reference: &str) -> Result<ApiResponse, A
             "StopSignal": r.resolved.stop_signal,
             "Healthcheck": r.resolved.healthcheck,
         },
-        "NetworkSettings": {"Networks": {}, "Ports": {}},
+        "NetworkSettings": crate::networks::inspect_settings(service(state), r),
     });
     Ok(body::json(StatusCode::OK, &value))
 }

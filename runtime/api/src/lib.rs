@@ -24,6 +24,7 @@ pub mod containers;
 pub mod error;
 pub mod events;
 pub mod images;
+pub mod networks;
 pub mod query;
 pub mod router;
 pub mod system;
@@ -62,6 +63,8 @@ pub struct DaemonInfo {
     pub insecure_registries: Vec<String>,
     /// The runtime binary reported under `Runtimes`.
     pub runtime_path: String,
+    /// Bridge networking (`None`: containers get loopback only, and `/networks` answers 501).
+    pub network: Option<berth_engine::containers::NetworkConfig>,
 }
 
 /// Everything a request handler reaches.
@@ -77,7 +80,8 @@ impl ApiState {
     /// (live-restoring containers whose monitors still run).
     pub fn new(images: ImageService, daemon: DaemonInfo) -> Result<Self, ApiError> {
         let images = Arc::new(images);
-        let config = berth_engine::containers::ServiceConfig::new(daemon.data_root.clone());
+        let mut config = berth_engine::containers::ServiceConfig::new(daemon.data_root.clone());
+        config.network = daemon.network.clone();
         let containers =
             berth_engine::containers::ContainerService::open(config, Arc::clone(&images))?;
         Ok(ApiState {

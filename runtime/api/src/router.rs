@@ -12,8 +12,8 @@ use crate::body::{self, ApiResponse};
 use crate::error::ApiError;
 use crate::query::{percent_decode, Query};
 use crate::{
-    archive, containers, events, images, system, transfer, volumes, ApiState, API_VERSION,
-    MIN_API_VERSION,
+    archive, containers, events, images, networks, system, transfer, volumes, ApiState,
+    API_VERSION, MIN_API_VERSION,
 };
 
 /// The `Server` header value.
@@ -26,14 +26,17 @@ pub async fn handle(request: Request<Incoming>, state: Arc<ApiState>) -> ApiResp
     let method = request.method().clone();
     let path = request.uri().path().to_string();
     let debug = state.daemon.debug;
+    let started = std::time::Instant::now();
     let mut response = match route(request, state).await {
         Ok(r) => r,
         Err(e) => body::error(&e),
     };
     if debug {
+        // Time to the response head (streams and upgrades go on after it).
         eprintln!(
-            "berth-api: {method} {path} -> {}",
-            response.status().as_u16()
+            "berth-api: {method} {path} -> {} in {:.1} ms",
+            response.status().as_u16(),
+            started.elapsed().as_secs_f64() * 1e3
         );
     }
     let headers = response.headers_mut();
@@ -139,6 +142,9 @@ async fn route(request: Request<Incoming>, state: Arc<ApiState>) -> Result<ApiRe
         "/volumes" if get => return volumes::list(&state, &query).await,
         "/volumes/create" if post => return volumes::create(&state, body).await,
         "/volumes/prune" if post => return volumes::prune(&state, &query).await,
+        "/networks" if get => return networks::list(&state, &query).await,
+        "/networks/create" if post => return networks::create(&state, body).await,
+        "/networks/prune" if post => return networks::prune(&state, &query).await,
         _ => {}
     }
 
@@ -173,6 +179,19 @@ async fn route(request: Request<Incoming>, state: Arc<ApiState>) -> Result<ApiRe
                 ("resize", _, true) => return containers::resize(&state, id, &query).await,
                 _ => {}
             }
+        }
+    }
+    if let Some(rest) = path.trim_end_matches('/').strip_prefix("/networks/") {
+        match rest.split_once('/') {
+            None if get => return networks::inspect(&state, rest).await,
+            None if method == Method::DELETE => return networks::remove(&state, rest).await,
+            Some((id, "connect")) if post => {
+                return networks::connect(&state, id, body, true).await
+            }
+            Some((id, "disconnect")) if post => {
+                return networks::connect(&state, id, body, false).await
+            }
+            _ => {}
         }
     }
     if let Some(name) = path.trim_end_matches('/').strip_prefix("/volumes/") {
@@ -221,7 +240,6 @@ async fn route(request: Request<Incoming>, state: Arc<ApiState>) -> Result<ApiRe
 /// Endpoint families that exist in the Docker API but that Berth serves
 /// later; their handlers get wired here, one match arm at a time.
 const LATER: &[&str] = &[
-    "networks",
     "build",
     "commit",
     "plugins",

@@ -73,6 +73,14 @@ pub enum ContainerError {
     NoSuchPath { container: String, path: String },
     #[error(transparent)]
     Volume(#[from] crate::volumes::VolumeError),
+    /// 404.
+    #[error("network {0} not found")]
+    NetworkNotFound(String),
+    /// 403: an operation the network's or container's state forbids.
+    #[error("{0}")]
+    Forbidden(String),
+    #[error(transparent)]
+    Network(Box<berth_network::NetworkError>),
 }
 
 impl From<berth_runtime::RuntimeError> for ContainerError {
@@ -110,7 +118,30 @@ impl ContainerError {
             ContainerError::InvalidParameter(_) => 400,
             ContainerError::NoSuchPath { .. } => 404,
             ContainerError::Volume(v) => v.http_status(),
+            ContainerError::NetworkNotFound(_) => 404,
+            ContainerError::Forbidden(_) => 403,
+            ContainerError::Network(n) => network_status(n),
             _ => 500,
         }
+    }
+}
+
+/// Docker's status for a network error (moby's errdefs kinds for the same conditions).
+pub fn network_status(e: &berth_network::NetworkError) -> u16 {
+    use berth_network::NetworkError as N;
+    match e {
+        N::NotFound(_) | N::NotAttached { .. } => 404,
+        N::NameInUse(_) => 409,
+        N::SubnetOverlap { .. }
+        | N::InUse { .. }
+        | N::Predefined(_)
+        | N::AlreadyAttached { .. } => 403,
+        N::InvalidName(_)
+        | N::Ambiguous(_)
+        | N::InvalidConfig { .. }
+        | N::InvalidPortSpec { .. }
+        | N::AddressOutOfRange { .. } => 400,
+        N::PortInUse { .. } | N::AddressInUse { .. } | N::PoolExhausted { .. } => 409,
+        _ => 500,
     }
 }

@@ -22,16 +22,22 @@ pub mod logs;
 pub mod monitor;
 pub mod mounts;
 mod names;
+mod network;
 mod spec;
 pub mod store;
 mod types;
+mod wait;
 
 pub use archive::{ArchiveSource, PathStat};
+pub use error::network_status;
 pub use error::ContainerError;
 use exec::ExecRecord;
 pub use exec::ExecSession;
-pub use mounts::{MountPoint, MountSpec};
 pub use health::{Health, HealthResult, HealthStatus};
+pub use mounts::{MountPoint, MountSpec};
+pub use network::{
+    parse_port_key, ContainerNetwork, EndpointOptions, HostBinding, NetworkConfig, Networking,
+};
 pub use types::*;
 
 use std::collections::HashMap;
@@ -89,6 +95,8 @@ pub struct ServiceConfig {
     /// The OCI runtime's state root (runc's `--root`).
     pub runtime_root: PathBuf,
     pub monitor: MonitorCommand,
+    /// Bridge networking; `None`: bridge mode is a namespace with only loopback.
+    pub network: Option<NetworkConfig>,
 }
 
 impl ServiceConfig {
@@ -100,6 +108,7 @@ impl ServiceConfig {
             runtime_root: root.join("runtime"),
             root,
             monitor: MonitorCommand::default(),
+            network: None,
         }
     }
 }
@@ -112,6 +121,7 @@ struct Inner {
     pending_attach: Mutex<HashMap<String, Vec<oneshot::Sender<UnixStream>>>>,
     execs: Mutex<HashMap<String, ExecRecord>>,
     volumes: crate::volumes::VolumeService,
+    net: Option<Networking>,
 }
 
 /// The container service; cheap to clone, shareable across threads.
@@ -174,9 +184,14 @@ impl ContainerService {
         )))?;
         let names = Names::open(cfg.root.join("names"))?;
         let volumes = crate::volumes::VolumeService::open(&cfg.root)?;
+        let net = match &cfg.network {
+            Some(n) => Some(Networking::open(&cfg.root, n.clone())?),
+            None => None,
+        };
         let service = Self {
             inner: Arc::new(Inner {
                 volumes,
+                net,
                 cfg,
                 images,
                 names,
@@ -188,6 +203,7 @@ impl ContainerService {
             service.restore(&id);
             service.watch_health(&id);
         }
+        service.restore_networks();
         Ok(service)
     }
 
@@ -350,6 +366,7 @@ impl ContainerService {
         }
         // Cheap checks before anything is unpacked.
         spec::capabilities(&req)?;
+        self.check_network(&req)?;
         spec::security_options(&req.host_config.security_opt)?;
         mounts::validate(&req)?;
         match req.host_config.restart_policy.name.as_str() {
@@ -402,6 +419,7 @@ impl ContainerService {
             mounts: prepared.mounts.clone(),
         };
         let written = spec::build(&record, dir).and_then(|config| {
+            let config = self.net_spec(config, id, &record.config);
             let data = serde_json::to_vec_pretty(&config).map_err(|e| {
                 ContainerError::InvalidParameter(format!("serializing config.json: {e}"))
             })?;
@@ -440,7 +458,7 @@ impl ContainerService {
         let auto_remove = record.config.host_config.auto_remove;
         let this = self.clone();
         let started_id = id.clone();
-        blocking(move || this.start_blocking(&id, &dir, &record)).await?;
+        blocking(move || this.start_networked(&id, &dir, &record)).await?;
         self.watch_health(&started_id);
         if auto_remove {
             // `--rm`: once the container is done (restart policies are
@@ -553,16 +571,7 @@ impl ContainerService {
     /// Blocks until the container is not running (or `deadline`); true if
     /// it stopped.
     fn wait_inactive(&self, dir: &Path, deadline: Instant) -> bool {
-        loop {
-            match store::read_record(dir) {
-                Ok(r) if r.state.status.is_active() => {}
-                _ => return true,
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait::block_until(dir, deadline, |r| !r.state.status.is_active())
     }
 
     /// Stops with the stop signal, then SIGKILL after `timeout` seconds
@@ -573,7 +582,12 @@ impl ContainerService {
             return Err(ContainerError::AlreadyStopped(id));
         }
         let this = self.clone();
-        blocking(move || this.stop_blocking(&id, &dir, &record, timeout)).await
+        blocking(move || {
+            let stopped = this.stop_blocking(&id, &dir, &record, timeout);
+            this.net_after_stop(&id, &dir);
+            stopped
+        })
+        .await
     }
 
     fn stop_blocking(
@@ -704,11 +718,7 @@ impl ContainerService {
                 this.wait_inactive(&dir, Instant::now() + Duration::from_secs(30));
                 // Let the monitor finish its bookkeeping.
                 let deadline = Instant::now() + Duration::from_secs(10);
-                while store::read_record(&dir).is_ok_and(|r| Self::monitor_alive(&r))
-                    && Instant::now() < deadline
-                {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
+                wait::block_until(&dir, deadline, |r| !Self::monitor_alive(r));
             }
             let (_, record) = store::update_record(&dir, |r| r.state.status = Status::Removing)?;
             this.remove_now(&id, &record)?;
@@ -720,6 +730,7 @@ impl ContainerService {
 
     fn remove_now(&self, id: &str, record: &ContainerRecord) -> Result<()> {
         let dir = self.dir(id);
+        self.net_release(id, None);
         if let Ok(c) = self.runtime().load(id) {
             let _ = c.delete(true);
         }
@@ -769,32 +780,6 @@ impl ContainerService {
     }
 
     // ---- wait / inspect / list -----------------------------------------
-
-    /// Waits for `condition`; returns the exit code.
-    pub async fn wait(&self, reference: &str, condition: WaitCondition) -> Result<i32> {
-        let (_, dir, record) = self.load(reference)?;
-        let exits = record.state.exits;
-        let mut last = record;
-        loop {
-            let current = match store::read_record(&dir) {
-                Ok(r) => r,
-                Err(_) if !dir.exists() => {
-                    return Ok(last.state.exit_code);
-                }
-                Err(_) => last.clone(),
-            };
-            let done = match condition {
-                WaitCondition::NotRunning => !current.state.status.is_active(),
-                WaitCondition::NextExit => current.state.exits > exits,
-                WaitCondition::Removed => false,
-            };
-            if done {
-                return Ok(current.state.exit_code);
-            }
-            last = current;
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
 
     pub fn inspect(&self, reference: &str) -> Result<ContainerInspect> {
         let (_, dir, record) = self.load(reference)?;

@@ -385,12 +385,8 @@ pub fn build(record: &ContainerRecord, dir: &Path) -> Result<Value, ContainerErr
     let net = hc.network_mode.as_str();
     let host_net = match net {
         "host" => true,
-        "" | "default" | "bridge" | "none" => false,
-        other => {
-            return Err(ContainerError::InvalidParameter(format!(
-                "network {other} not found"
-            )))
-        }
+        // Other modes (networks, container:<id>) are checked by the network module.
+        _ => false,
     };
     write_etc_files(dir, resolved, host_net)?;
     let (uid, gid, extra_gids) = resolve_user(&rootfs, &resolved.user)?;

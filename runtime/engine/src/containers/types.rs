@@ -32,11 +32,13 @@ pub struct ContainerCreate {
     pub stop_signal: Option<String>,
     /// Seconds `stop` waits before SIGKILL when the caller gives none.
     pub stop_timeout: Option<u64>,
-    /// Anonymous volumes (`Config.Volumes`, from `-v /path`).
-    pub volumes: Vec<String>,
     /// Over the image's `HEALTHCHECK`; `Test: ["NONE"]` disables it.
     pub healthcheck: Option<berth_image::manifest::HealthConfig>,
+    /// Anonymous volumes (`Config.Volumes`, from `-v /path`).
+    pub volumes: Vec<String>,
     pub host_config: HostConfig,
+    /// Ports, DNS, extra hosts and networks to join.
+    pub network: super::network::ContainerNetwork,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
