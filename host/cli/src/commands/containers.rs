@@ -71,9 +71,11 @@ pub struct CreateArgs {
     /// Restart policy (no, always, unless-stopped, on-failure[:max-retries]).
     #[arg(long)]
     restart: Option<String>,
-    /// Connect a container to a network (none, host, bridge).
-    #[arg(long)]
+    /// Connect a container to a network (bridge, host, none, container:<name|id>, or a name).
+    #[arg(long, alias = "net")]
     network: Option<String>,
+    #[command(flatten)]
+    net: super::network::NetOpts,
     /// Security options (seccomp=unconfined, no-new-privileges).
     #[arg(long)]
     security_opt: Vec<String>,
@@ -341,6 +343,7 @@ impl CreateArgs {
         if let Some(health) = self.healthcheck()? {
             body["Healthcheck"] = health;
         }
+        self.net.apply(&mut body, self.network.as_deref())?;
         self.mounts.apply(&mut body)?;
         Ok(body)
     }
@@ -964,7 +967,7 @@ pub async fn ps(client: &Client, args: &PsArgs) -> Result<()> {
                 "RunningFor": human_age(now - c["Created"].as_i64().unwrap_or(now)),
                 "Status": c["Status"],
                 "State": c["State"],
-                "Ports": "",
+                "Ports": super::network::format_ports(&c["Ports"]),
                 "Names": names.join(","),
                 "Labels": c["Labels"],
             })

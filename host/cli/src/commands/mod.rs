@@ -10,6 +10,7 @@ mod exec;
 mod images;
 mod inspect;
 mod monitor;
+mod network;
 mod system;
 mod volume;
 
@@ -27,7 +28,7 @@ use crate::client::{Client, Endpoint};
     about = "Berth: containers, fast and lean. Docker's commands, over the Docker Engine API."
 )]
 pub struct Cli {
-    /// Engine to talk to (unix:///path); default $BERTH_HOST or unix:///run/berth/berth.sock.
+    /// Engine to talk to (unix:///path); else $BERTH_HOST, $BERTH_CONTEXT, the current context, unix:///run/berth/berth.sock.
     #[arg(short = 'H', long, global = true, value_name = "HOST")]
     pub host: Option<String>,
 
@@ -95,11 +96,16 @@ pub enum Command {
     /// Manage the engine.
     #[command(subcommand)]
     System(system::SystemCommand),
+    /// Manage networks.
+    #[command(subcommand)]
+    Network(network::NetworkCommand),
     /// Manage volumes.
     #[command(subcommand)]
     Volume(volume::VolumeCommand),
     /// Copy files/folders between a container and the local filesystem.
     Cp(volume::CpArgs),
+    /// List port mappings or a specific mapping for the container.
+    Port(network::PortArgs),
     /// Log in to a registry.
     Login(auth::LoginArgs),
     /// Log out from a registry.
@@ -158,8 +164,10 @@ async fn run_other(client: &Client, command: Command) -> Result<()> {
         Command::Inspect(a) => inspect::inspect(&client, &a).await,
         Command::Image(c) => images::image_command(&client, c).await,
         Command::System(c) => system::system_command(&client, c).await,
+        Command::Network(c) => network::network_command(&client, c).await,
         Command::Volume(c) => volume::volume_command(&client, c).await,
         Command::Cp(a) => volume::cp(&client, &a).await,
+        Command::Port(a) => network::port(&client, &a).await,
         Command::Login(a) => auth::login(&client, &a).await,
         Command::Logout(a) => auth::logout(&a).await,
         // Handled in `run`.
