@@ -207,7 +207,24 @@ fn docker_cp_both_ways() {
     let ro = server.docker(&["cp", s(&work.join("file.txt")), "ro:/x.txt"]);
     assert!(!ro.status.success());
     let err = String::from_utf8_lossy(&ro.stderr).into_owned();
-    assert!(err.contains("read-only"), "{err}");
+    assert!(
+        err.contains("container rootfs is marked read-only"),
+        "{err}"
+    );
+    // So does a read-only volume.
+    server.docker_ok(&[
+        "create",
+        "--name",
+        "rov",
+        "-v",
+        "rovol:/r:ro",
+        "busybox",
+        "true",
+    ]);
+    let ro = server.docker(&["cp", s(&work.join("file.txt")), "rov:/r/x.txt"]);
+    assert!(!ro.status.success());
+    let err = String::from_utf8_lossy(&ro.stderr).into_owned();
+    assert!(err.contains("mounted volume is marked read-only"), "{err}");
 }
 
 #[test]

@@ -397,6 +397,44 @@ fn docker_volumes_in_containers() {
     assert!(out.contains("tmpfs"), "{out}");
     server.docker_ok(&["volume", "rm", "tmpvol"]);
 
+    // A bind-backed local volume (type=none, o=bind): writes reach the
+    // host directory, and removing the volume leaves that directory alone.
+    let backing = server.dir.path().join("backing");
+    std::fs::create_dir_all(&backing).unwrap();
+    std::fs::write(backing.join("keep"), "host data\n").unwrap();
+    server.docker_ok(&[
+        "volume",
+        "create",
+        "-o",
+        "type=none",
+        "-o",
+        "o=bind",
+        "-o",
+        &format!("device={}", backing.display()),
+        "bindvol",
+    ]);
+    let out = server.docker_ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "bindvol:/b",
+        "busybox",
+        "sh",
+        "-c",
+        "cat /b/keep; echo new > /b/new",
+    ]);
+    assert_eq!(out, "host data\n");
+    assert_eq!(
+        std::fs::read_to_string(backing.join("new")).unwrap(),
+        "new\n"
+    );
+    server.docker_ok(&["volume", "rm", "bindvol"]);
+    assert_eq!(
+        std::fs::read_to_string(backing.join("keep")).unwrap(),
+        "host data\n"
+    );
+    assert!(backing.join("new").exists());
+
     // `run --rm` removes the container's anonymous volumes too.
     let before = server.docker_ok(&["volume", "ls", "-q"]);
     server.docker_ok(&["run", "--rm", "-v", "/gone", "busybox", "true"]);

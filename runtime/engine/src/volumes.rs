@@ -269,11 +269,42 @@ pub fn disk_usage(path: &Path) -> u64 {
     }
 }
 
+/// Undoes mountinfo's octal escapes (`\040` for a space).
+fn unescape_mountinfo(field: &str) -> PathBuf {
+    use std::os::unix::ffi::OsStringExt;
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|d| b[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match octal {
+            Some(d) => {
+                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+                i += 4;
+            }
+            None => {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+    }
+    PathBuf::from(std::ffi::OsString::from_vec(out))
+}
+
+/// Whether `path` is a mount point, from /proc/self/mountinfo (comparing
+/// devices misses a bind mount from the same file system).
 fn is_mounted(path: &Path) -> bool {
-    let (Ok(a), Some(Ok(b))) = (fs::metadata(path), path.parent().map(fs::metadata)) else {
+    let Ok(canonical) = fs::canonicalize(path) else {
         return false;
     };
-    a.dev() != b.dev() || a.ino() == b.ino()
+    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .any(|mp| unescape_mountinfo(mp) == canonical)
 }
 
 /// The `o` option split into mount flags and the data string (`mount -o`).
@@ -547,7 +578,9 @@ impl VolumeService {
     fn delete(&self, volume: &Volume) -> Result<()> {
         let dir = self.dir(&volume.name);
         let data = dir.join(DATA);
-        if volume.has_mount() && is_mounted(&data) {
+        // Never recurse into a mounted device or bind source: unmount every
+        // layer first (mounts may have been stacked by hand).
+        while is_mounted(&data) {
             nix::mount::umount2(&data, nix::mount::MntFlags::MNT_DETACH)
                 .map_err(|e| VolumeError::io(format!("unmounting {}", data.display()))(e.into()))?;
         }
@@ -639,6 +672,13 @@ mod tests {
 
     fn none() -> Users {
         Users::new()
+    }
+
+    #[test]
+    fn mountinfo_escapes() {
+        assert_eq!(unescape_mountinfo("/a\\040b/c"), PathBuf::from("/a b/c"));
+        assert!(is_mounted(Path::new("/proc")));
+        assert!(!is_mounted(Path::new("/proc/self")));
     }
 
     #[test]

@@ -141,6 +141,8 @@ struct Located {
     /// The path below `root` (relative, cleaned).
     rel: PathBuf,
     read_only: bool,
+    /// On a volume or bind mount (not the root filesystem).
+    on_mount: bool,
 }
 
 /// A path ready to be archived: its parent directory and its name there.
@@ -182,6 +184,7 @@ impl ContainerService {
                 root: PathBuf::from(&m.source),
                 rel: rest,
                 read_only: !m.rw,
+                on_mount: true,
             });
         }
         let rootfs = dir.join("rootfs");
@@ -200,6 +203,7 @@ impl ContainerService {
             root: rootfs,
             rel: PathBuf::from(path.trim_start_matches('/')),
             read_only: hc.read_only_rootfs,
+            on_mount: false,
         })
     }
 
@@ -312,14 +316,11 @@ impl ContainerService {
         let cp = clean(path);
         let located = self.locate(&record, &dir, &cp.path)?;
         if located.read_only {
-            return Err(ContainerError::InvalidParameter(
-                if located.root.ends_with("rootfs") && mount_for(&record.mounts, &cp.path).is_none()
-                {
-                    "container rootfs is marked read-only".to_string()
-                } else {
-                    "mounted volume is marked read-only".to_string()
-                },
-            ));
+            return Err(ContainerError::InvalidParameter(if located.on_mount {
+                "mounted volume is marked read-only".into()
+            } else {
+                "container rootfs is marked read-only".into()
+            }));
         }
         let root = open_root(&located.root).map_err(ContainerError::io(format!(
             "opening {}",
