@@ -126,16 +126,19 @@ where
     F: Fn(u16, u16) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send,
 {
+    // The handler is installed before this returns (not in the task): a
+    // SIGWINCH before it would be lost, its default action being to ignore.
+    #[cfg(unix)]
+    let mut winch = {
+        use tokio::signal::unix::{signal, SignalKind};
+        signal(SignalKind::window_change()).ok()
+    };
     tokio::spawn(async move {
         if let Some((h, w)) = size() {
             resize(h, w).await;
         }
         #[cfg(unix)]
-        {
-            use tokio::signal::unix::{signal, SignalKind};
-            let Ok(mut winch) = signal(SignalKind::window_change()) else {
-                return;
-            };
+        if let Some(winch) = winch.as_mut() {
             while winch.recv().await.is_some() {
                 if let Some((h, w)) = size() {
                     resize(h, w).await;

@@ -353,6 +353,87 @@ fn run_exec_attach_and_exit_codes() {
     );
 }
 
+/// A terminal resize while attached reaches the container: the local
+/// pty is resized and berth gets SIGWINCH once the container has shown
+/// its first size (the test waits for that output, and the container for
+/// the new size, so nothing depends on timing; stty may change rows and
+/// columns one at a time, each a SIGWINCH of its own).
+#[test]
+fn terminal_resizes_follow_sigwinch() {
+    let server = Server::start();
+    let berth = Berth::for_server(&server);
+    let _cleanup = Cleanup(&berth);
+    import_busybox(&server, &berth);
+    let fifo = server.dir.path().join("resize-now");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let shell = format!(
+        "stty rows 30 cols 100; \
+         $B run -it --rm busybox sh -c 'stty size; while [ \"$(stty size)\" != \"40 120\" ]; do :; done; stty size' </dev/tty & P=$!; \
+         read go < {fifo}; stty rows 40 cols 120 </dev/tty; kill -WINCH $P; wait $P",
+        fifo = fifo.display()
+    );
+    let mut child = Command::new("script")
+        .args(["-q", "-e", "-c", &shell, "/dev/null"])
+        .env("HOME", berth.home.path())
+        .env("B", &berth.binary)
+        .env("BERTH_HOST", berth.host.as_deref().unwrap())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("util-linux script");
+    let stdin = child.stdin.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let reader = std::thread::spawn(move || {
+        use std::io::Read;
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = String::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut resized = false;
+    let mut keep_open = None;
+    while !seen.contains("40 120") {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(chunk) => seen.push_str(&String::from_utf8_lossy(&chunk)),
+            Err(e) => {
+                let _ = child.kill();
+                let status = child.wait();
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    use std::io::Read;
+                    let _ = e.read_to_string(&mut err);
+                }
+                panic!("no resize seen ({e}); script {status:?}; output so far: {seen:?}; stderr: {err:?}");
+            }
+        }
+        if !resized && seen.contains("30 100") {
+            // Opened for reading too, so the write never waits for the
+            // shell's reader (a FIFO opened read-write never blocks).
+            let mut go = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&fifo)
+                .unwrap();
+            go.write_all(b"go\n").unwrap();
+            keep_open = Some(go);
+            resized = true;
+        }
+    }
+    drop(stdin);
+    let status = child.wait().unwrap();
+    drop(keep_open);
+    let _ = reader.join();
+    assert!(status.success(), "{seen}");
+}
+
 #[test]
 fn inspect_top_stats_pause_rename_events() {
     let server = Server::start();

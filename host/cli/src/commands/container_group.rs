@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::Subcommand;
 
-use super::{attach, completion, containers, context, exec, inspect, monitor};
+use super::{attach, completion, containers, context, exec, inspect, monitor, volume};
 use crate::client::Client;
 
 /// Flattened into the top-level commands.
@@ -85,6 +85,8 @@ pub enum ContainerCommand {
     Rename(containers::RenameArgs),
     /// Remove all stopped containers.
     Prune(containers::PruneArgs),
+    /// Copy files/folders between a container and the local filesystem.
+    Cp(volume::CpArgs),
 }
 
 /// Runs the commands that need no engine; None for the others.
@@ -148,5 +150,6 @@ async fn container(client: &Client, command: ContainerCommand) -> Result<ExitCod
         ContainerCommand::Unpause(a) => ok(containers::pause(client, &a, true).await),
         ContainerCommand::Rename(a) => ok(containers::rename(client, &a).await),
         ContainerCommand::Prune(a) => ok(containers::prune(client, &a).await),
+        ContainerCommand::Cp(a) => ok(volume::cp(client, &a).await),
     }
 }
