@@ -31,11 +31,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def find_berth():
-    for p in ("target/x86_64-unknown-linux-gnu/release/berth", "target/release/berth", "target/debug/berth"):
-        path = os.path.join(REPO, p)
-        if os.path.isfile(path):
-            return path
-    sys.exit("build berth first: cargo build --release -p berth")
+    """The most recently built berth (static release, release, debug)."""
+    found = [os.path.join(REPO, p) for p in (
+        "target/x86_64-unknown-linux-gnu/release/berth", "target/release/berth", "target/debug/berth")]
+    found = [p for p in found if os.path.isfile(p)]
+    if not found:
+        sys.exit("build berth first: cargo build --release -p berth -p berth-engine --bins")
+    return max(found, key=os.path.getmtime)
 
 
 def wait_for_socket(sock, proc, what, timeout=60):
