@@ -386,7 +386,6 @@ pub async fn inspect(state: &ApiState, reference: &str) -> Result<ApiResponse, A
         "HostConfig": {
             "Binds": hc.binds,
             "Mounts": hc.mounts,
-            "Mounts": hc.mounts,
             "NetworkMode": network_mode(r),
             "RestartPolicy": {"Name": hc.restart_policy.name, "MaximumRetryCount": hc.restart_policy.maximum_retry_count},
             "AutoRemove": hc.auto_remove,

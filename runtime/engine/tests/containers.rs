@@ -31,6 +31,8 @@ fn config(root: &Path) -> ServiceConfig {
             program: PathBuf::from(env!("CARGO_BIN_EXE_berth-monitor")),
             args: Vec::new(),
         },
+        // Bridge networking has its own tests (runtime/api/tests/docker_network.rs).
+        network: None,
     }
 }
 
