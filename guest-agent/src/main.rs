@@ -1,8 +1,51 @@
-//! `berth-agent`, PID 1 of Berth's Linux VM (macOS and Windows hosts). It will
-//! mount the guest's filesystems and serve the engine API over vsock; this
-//! lands with the VM backend issue.
+//! `berth-agent`, PID 1 of Berth's Linux VM.
+//!
+//! One binary, three roles chosen at start:
+//! - PID 1 ([`init`]): mounts, modules, clock, networking, shares; then forks
+//!   the server and stays behind to reap orphans and power off when the
+//!   server exits.
+//! - the server ([`serve`]): formats and mounts the data disk, then serves
+//!   the engine's Docker API, the control channel and port forwarding on
+//!   vsock ports (see `berth_platform::protocol`).
+//! - `berth-monitor` (when called by that name, a link in the initramfs):
+//!   the engine's per-container monitor, so the guest needs one binary.
 
-fn main() {
-    eprintln!("berth-agent: the VM guest agent lands with the VM backend issue");
-    std::process::exit(2);
+mod cmdline;
+mod disk;
+mod init;
+mod modules;
+mod ports;
+mod serve;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    let name = args
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .to_string();
+    if name == "berth-monitor" {
+        let code = berth_engine::containers::monitor::main_with_args(&args);
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
+    if std::process::id() == 1 {
+        init::run();
+    }
+    match args.get(1).map(String::as_str) {
+        // For running the server outside a VM (development, tests).
+        Some("serve") => match serve::run(serve::Options::from_env()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("berth-agent: {e:#}");
+                ExitCode::from(1)
+            }
+        },
+        _ => {
+            eprintln!("usage: berth-agent (as PID 1) | berth-agent serve");
+            ExitCode::from(2)
+        }
+    }
 }

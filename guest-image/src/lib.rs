@@ -1,2 +1,261 @@
-//! Builds the kernel, initramfs and data disk of Berth's Linux VM from
-//! distribution packages. Lands with the VM backend issue.
+//! Builds the boot artefacts of Berth's Linux VM, reproducibly, from a
+//! Debian `linux-image` package and the workspace's own static `berth-agent`:
+//!
+//! - `vmlinuz`: the distribution kernel, as packaged.
+//! - `initrd.img`: an uncompressed newc cpio (the kernel unpacks it faster
+//!   than a compressed one under emulation) holding `/init` (the agent),
+//!   `/bin/berth-monitor` (a link to it), a static busybox (networking and
+//!   `mke2fs`), and the kernel modules the guest needs with their
+//!   dependencies, listed in load order in `/lib/modules/berth.list`.
+//!
+//! Artefacts are cached under `<cache>/guest-image/<digest>/`, where the
+//! digest covers every input byte and the builder's format version: a
+//! changed input builds a new image, an unchanged one is reused. Every file
+//! in the archive has mtime 0, uid 0 and a sorted position, so the same
+//! inputs give the same bytes. The data disk is made by [`create_data_disk`]
+//! (sparse; the agent formats it on first boot).
+
+mod cpio;
+mod deb;
+mod modules;
+
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+pub use modules::{resolve, BOOT_MODULES, LATER_MARKER, LATER_MODULES};
+
+/// Bumped whenever the archive layout changes.
+const FORMAT: &str = "berth-guest-image/2";
+
+#[derive(Debug, thiserror::Error)]
+pub enum GuestImageError {
+    #[error("{what} {path}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("running {command}: {detail}")]
+    Command { command: String, detail: String },
+    #[error("the kernel package has no {0}")]
+    KernelLayout(String),
+    #[error("kernel module {0} is not in modules.dep")]
+    MissingModule(String),
+    #[error("{what} {path} does not exist{hint}")]
+    MissingInput {
+        what: &'static str,
+        path: PathBuf,
+        hint: &'static str,
+    },
+}
+
+type Result<T, E = GuestImageError> = std::result::Result<T, E>;
+
+pub(crate) fn io(
+    what: &'static str,
+    path: &Path,
+) -> impl FnOnce(std::io::Error) -> GuestImageError {
+    let path = path.to_path_buf();
+    move |source| GuestImageError::Io { what, path, source }
+}
+
+/// What the image is built from.
+#[derive(Debug, Clone)]
+pub struct Inputs {
+    /// The `linux-image-<version>` package (see [`deb::fetch_kernel_deb`]).
+    pub kernel_deb: PathBuf,
+    /// The static `berth-agent`.
+    pub agent: PathBuf,
+    /// A static busybox.
+    pub busybox: PathBuf,
+}
+
+/// Built artefacts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestImage {
+    pub dir: PathBuf,
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+}
+
+impl GuestImage {
+    fn in_dir(dir: PathBuf) -> Self {
+        Self {
+            kernel: dir.join("vmlinuz"),
+            initrd: dir.join("initrd.img"),
+            dir,
+        }
+    }
+}
+
+pub use deb::fetch_kernel_deb;
+
+/// Debian's static busybox, where `busybox-static` installs it.
+pub fn default_busybox() -> PathBuf {
+    PathBuf::from("/bin/busybox")
+}
+
+fn digest_inputs(inputs: &Inputs) -> Result<String> {
+    let mut h = Sha256::new();
+    h.update(FORMAT.as_bytes());
+    for m in BOOT_MODULES.iter().chain(LATER_MODULES) {
+        h.update(m.as_bytes());
+        h.update(b"\0");
+    }
+    for (what, path) in [
+        ("the kernel package", &inputs.kernel_deb),
+        ("the agent binary", &inputs.agent),
+        ("busybox", &inputs.busybox),
+    ] {
+        let bytes = std::fs::read(path).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::NotFound {
+                GuestImageError::MissingInput {
+                    what,
+                    path: path.clone(),
+                    hint: "",
+                }
+            } else {
+                GuestImageError::Io {
+                    what: "reading",
+                    path: path.clone(),
+                    source,
+                }
+            }
+        })?;
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(&bytes);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// Builds (or finds in `cache`) the image for `inputs`.
+pub fn build(inputs: &Inputs, cache: &Path) -> Result<GuestImage> {
+    let key = digest_inputs(inputs)?;
+    let root = cache.join("guest-image");
+    let dir = root.join(&key[..16]);
+    let image = GuestImage::in_dir(dir.clone());
+    if image.kernel.is_file() && image.initrd.is_file() {
+        return Ok(image);
+    }
+    std::fs::create_dir_all(&root).map_err(io("creating", &root))?;
+    let work = root.join(format!(".build-{}-{}", &key[..16], std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    let result = build_into(inputs, &work);
+    if let Err(e) = result {
+        let _ = std::fs::remove_dir_all(&work);
+        return Err(e);
+    }
+    // Publish atomically; a concurrent builder may have won the race.
+    let tree = work.join("tree");
+    let _ = std::fs::remove_dir_all(&tree);
+    match std::fs::rename(&work, &dir) {
+        Ok(()) => {}
+        Err(_) if image.kernel.is_file() && image.initrd.is_file() => {
+            let _ = std::fs::remove_dir_all(&work);
+        }
+        Err(e) => return Err(io("publishing", &dir)(e)),
+    }
+    Ok(image)
+}
+
+fn build_into(inputs: &Inputs, work: &Path) -> Result<()> {
+    let tree = work.join("tree");
+    std::fs::create_dir_all(&tree).map_err(io("creating", &tree))?;
+    deb::extract(&inputs.kernel_deb, &tree)?;
+    let kernel = deb::find_kernel(&tree)?;
+    std::fs::copy(&kernel.vmlinuz, work.join("vmlinuz")).map_err(io("copying", &kernel.vmlinuz))?;
+    let boot = resolve(&kernel.modules_dir, BOOT_MODULES)?;
+    let later: Vec<String> = resolve(&kernel.modules_dir, LATER_MODULES)?
+        .into_iter()
+        .filter(|m| !boot.contains(m))
+        .collect();
+
+    let mut archive = cpio::Archive::default();
+    for dir in [
+        "bin",
+        "dev",
+        "etc",
+        "lib",
+        "lib/modules",
+        "proc",
+        "run",
+        "sys",
+        "tmp",
+        "var",
+        "var/lib",
+        "var/lib/berth",
+    ] {
+        archive.dir(dir, 0o755);
+    }
+    // The kernel opens /dev/console for PID 1 before devtmpfs is mounted.
+    archive.char_device("dev/console", 0o600, 5, 1);
+    archive.file_from("init", 0o755, &inputs.agent)?;
+    archive.symlink("bin/berth-monitor", "/init");
+    archive.symlink("bin/berth-agent", "/init");
+    archive.file_from("bin/busybox", 0o755, &inputs.busybox)?;
+    archive.symlink("bin/sh", "busybox");
+    let mut list = String::new();
+    for (i, rel) in boot.iter().chain(&later).enumerate() {
+        if i == boot.len() {
+            list.push_str(LATER_MARKER);
+            list.push('\n');
+        }
+        let name = format!("lib/modules/{rel}");
+        let mut parent = Path::new(&name).parent();
+        while let Some(p) = parent {
+            if p.as_os_str().is_empty() {
+                break;
+            }
+            archive.dir(&p.to_string_lossy(), 0o755);
+            parent = p.parent();
+        }
+        archive.file_from(&name, 0o644, &kernel.modules_dir.join(rel))?;
+        list.push_str(rel);
+        list.push('\n');
+    }
+    archive.file("lib/modules/berth.list", 0o644, list.into_bytes());
+    let initrd = work.join("initrd.img");
+    std::fs::write(&initrd, archive.finish()).map_err(io("writing", &initrd))?;
+    Ok(())
+}
+
+/// Creates a sparse raw disk of `gib` GiB at `path` (left alone if it exists,
+/// so the engine's state survives); the agent formats it on first boot.
+pub fn create_data_disk(path: &Path, gib: u64) -> Result<bool> {
+    if path.exists() {
+        return Ok(false);
+    }
+    let f = std::fs::File::create(path).map_err(io("creating", path))?;
+    f.set_len(gib << 30).map_err(io("sizing", path))?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_disk_is_sparse_and_kept() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let disk = tmp.path().join("d.img");
+        assert!(create_data_disk(&disk, 2).expect("create"));
+        assert_eq!(std::fs::metadata(&disk).expect("meta").len(), 2 << 30);
+        std::fs::write(&disk, b"state").expect("write");
+        assert!(!create_data_disk(&disk, 2).expect("again"));
+        assert_eq!(std::fs::read(&disk).expect("read"), b"state");
+    }
+
+    #[test]
+    fn missing_inputs_are_named() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let inputs = Inputs {
+            kernel_deb: tmp.path().join("absent.deb"),
+            agent: tmp.path().join("agent"),
+            busybox: tmp.path().join("busybox"),
+        };
+        let err = build(&inputs, tmp.path()).expect_err("missing");
+        assert!(err.to_string().contains("absent.deb"), "{err}");
+    }
+}

@@ -3,6 +3,8 @@
 //! the Docker Engine API (see the `berth-cli` crate).
 
 mod daemon;
+#[cfg(unix)]
+mod machine;
 
 use std::process::ExitCode;
 
@@ -33,6 +35,11 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         };
+    }
+    #[cfg(unix)]
+    if first.as_deref() == Some(std::ffi::OsStr::new("machine")) {
+        // `berth machine …` parses its own arguments (as `berth daemon`).
+        return machine::main(program.into_iter().chain(argv));
     }
     berth_cli::main()
 }

@@ -1,6 +1,23 @@
-//! Operating-system specific pieces of Berth: data and runtime paths, and (as
-//! the VM backends land) hypervisor backends, vsock transports and local
-//! listeners. Shared code asks this crate instead of matching on `cfg` itself.
+//! Operating-system specific pieces of Berth: data and runtime paths,
+//! hypervisor backends, vsock transports, the host endpoint that forwards to
+//! the VM, and port forwarding. Shared code asks this crate instead of
+//! matching on `cfg` itself.
+//!
+//! Modules:
+//! - [`vsock`]: `connect(port)`/`listen(port)` over hybrid vsock (a Unix
+//!   socket, QEMU + vhost-user-vsock), plus the Hyper-V service GUIDs.
+//! - [`protocol`]: what the host and the guest agent say to each other on
+//!   the control and port-forward vsock ports.
+//! - [`machine`]: a machine's settings and state files.
+//! - [`hypervisor`]: backends that boot the VM (QEMU on Linux; stubs for
+//!   Virtualization.framework and HCS elsewhere).
+//! - [`forward`]: the host endpoint and the published-port listeners.
+
+pub mod forward;
+pub mod hypervisor;
+pub mod machine;
+pub mod protocol;
+pub mod vsock;
 
 use std::path::PathBuf;
 
@@ -11,6 +28,37 @@ pub fn default_runtime_root() -> PathBuf {
         Some(dir) if !is_root() => PathBuf::from(dir).join("berth-runc"),
         _ => PathBuf::from("/run/berth-runc"),
     }
+}
+
+/// Where `berth machine` keeps machines: `$BERTH_MACHINE_HOME`, else
+/// `$XDG_DATA_HOME/berth/machines`, else `~/.local/share/berth/machines`.
+pub fn machines_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("BERTH_MACHINE_HOME") {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = std::env::var_os("XDG_DATA_HOME") {
+        return PathBuf::from(dir).join("berth/machines");
+    }
+    home_dir().join(".local/share/berth/machines")
+}
+
+/// The user's cache directory for built guest images:
+/// `$XDG_CACHE_HOME/berth`, else `~/.cache/berth`.
+pub fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("BERTH_CACHE_DIR") {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(dir).join("berth");
+    }
+    home_dir().join(".cache/berth")
+}
+
+fn home_dir() -> PathBuf {
+    std::env::var_os("HOME")
+        .or_else(|| std::env::var_os("USERPROFILE"))
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir)
 }
 
 #[cfg(unix)]

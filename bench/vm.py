@@ -1,0 +1,258 @@
+#!/usr/bin/env python3
+"""VM backend benchmark (QEMU microvm, TCG here), in one run:
+
+  ready        `berth machine start` → engine API answering (launch to first
+               agent ping, from the machine's status), median of N boots
+  plain        the same QEMU command line and kernel booting a busybox-only
+               initramfs whose /init prints a marker (launch → marker on the
+               console): the agent's overhead is ready / plain (target <= 1.2x)
+  run_rm       `berth run --rm hello` through the VM endpoint vs against a
+               `berth daemon` on the host (median of N)
+  forward      GET of a 64 MiB file from busybox httpd in the VM through the
+               vsock port forward vs through QEMU's user-net hostfwd on the
+               same VM (MB/s; target vsock >= 2x hostfwd)
+
+Needs root, qemu-system-x86_64, vhost-device-vsock, busybox-static, a built
+`berth` (target/debug or release) and the static agent
+(guest-image/build-agent.sh). Everything runs in a private temp dir; nothing
+leaves loopback (user networking is restrict=on).
+
+Usage: bench/vm.py [-n BOOTS] [--target DIR]
+"""
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def find(target, name):
+    for p in (f"{target}/debug/{name}", f"{target}/release/{name}"):
+        if os.path.isfile(p):
+            return p
+    sys.exit(f"build {name} first (cargo build -p berth)")
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def run(cmd, env=None, check=True, **kw):
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, **kw)
+    if check and r.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed: {r.stdout}\n{r.stderr}")
+    return r
+
+
+def cpio_newc(entries):
+    """entries: list of (name, mode, data bytes)."""
+    out = bytearray()
+    for ino, (name, mode, data) in enumerate(entries + [("TRAILER!!!", 0, b"")], 1):
+        nb = name.encode() + b"\0"
+        fields = [ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(nb), 0]
+        out += b"070701" + b"".join(b"%08X" % f for f in fields) + nb
+        out += b"\0" * (-len(out) % 4)
+        out += data
+        out += b"\0" * (-len(out) % 4)
+    return bytes(out)
+
+
+def plain_initrd(path):
+    busybox = open("/bin/busybox", "rb").read()
+    script = b"#!/bin/busybox sh\n/bin/busybox mount -t devtmpfs dev /dev\n/bin/busybox echo BERTH-PLAIN-INIT > /dev/ttyS0\n/bin/busybox poweroff -f\n"
+    entries = [
+        ("bin", 0o040755, b""),
+        ("dev", 0o040755, b""),
+        ("bin/busybox", 0o100755, busybox),
+        ("init", 0o100755, script),
+    ]
+    with open(path, "wb") as f:
+        data = cpio_newc(entries)
+        f.write(data)
+
+
+def plain_boot(kernel, initrd, memory, work):
+    """QEMU launch → the marker on the console, in ms."""
+    console = os.path.join(work, "plain-console.log")
+    if os.path.exists(console):
+        os.unlink(console)
+    args = [
+        "qemu-system-x86_64", "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
+        "-M", "microvm,acpi=on,rtc=on,isa-serial=on,memory-backend=mem",
+        "-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", f"{memory}M",
+        "-object", f"memory-backend-memfd,id=mem,size={memory}M,share=on",
+        "-kernel", kernel, "-initrd", initrd,
+        "-append", "console=ttyS0 reboot=t panic=-1 quiet loglevel=4 rdinit=/init",
+        "-chardev", f"file,id=con,path={console}", "-serial", "chardev:con",
+    ]
+    t0 = time.monotonic()
+    p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = t0 + 120
+        while time.monotonic() < deadline:
+            try:
+                if b"BERTH-PLAIN-INIT" in open(console, "rb").read():
+                    return (time.monotonic() - t0) * 1000
+            except FileNotFoundError:
+                pass
+            time.sleep(0.005)
+        sys.exit("plain boot did not reach init")
+    finally:
+        p.kill()
+        p.wait()
+
+
+def busybox_tar(path):
+    with tarfile.open(path, "w") as t:
+        for d in ("bin", "etc", "tmp", "proc", "sys", "dev"):
+            i = tarfile.TarInfo(d)
+            i.type = tarfile.DIRTYPE
+            i.mode = 0o755
+            t.addfile(i)
+        t.add("/bin/busybox", arcname="bin/busybox")
+        for a in ("sh", "httpd", "dd", "mkdir", "true", "echo"):
+            i = tarfile.TarInfo(f"bin/{a}")
+            i.type = tarfile.SYMTYPE
+            i.linkname = "busybox"
+            t.addfile(i)
+
+
+def get_throughput(port, size):
+    t0 = time.monotonic()
+    s = socket.create_connection(("127.0.0.1", port), timeout=60)
+    s.sendall(b"GET /big HTTP/1.0\r\nHost: x\r\n\r\n")
+    n = 0
+    while True:
+        b = s.recv(1 << 20)
+        if not b:
+            break
+        n += len(b)
+    s.close()
+    dt = time.monotonic() - t0
+    if n < size:
+        sys.exit(f"short read on port {port}: {n} bytes")
+    return n / dt / 1e6
+
+
+def median(xs):
+    return statistics.median(xs)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("-n", type=int, default=3, help="boots and runs to take the median of")
+    ap.add_argument("--target", default=os.environ.get("CARGO_TARGET_DIR", os.path.join(REPO, "target")))
+    ap.add_argument("--memory", type=int, default=1024)
+    a = ap.parse_args()
+    berth = find(a.target, "berth")
+    agent = os.environ.get("BERTH_AGENT") or f"{a.target}/x86_64-unknown-linux-gnu/release/berth-agent"
+    if not os.path.isfile(agent):
+        sys.exit("build the static agent first: guest-image/build-agent.sh")
+    work = tempfile.mkdtemp(prefix="bvmb", dir="/tmp")
+    env = dict(os.environ, BERTH_MACHINE_HOME=work, BERTH_AGENT=agent)
+    fwd_port, hostfwd_port = free_port(), free_port()
+    results = {}
+    daemon = None
+    try:
+        run([berth, "machine", "init", "b", "--memory", str(a.memory), "--disk", "2",
+             "--cid", str(3 + os.getpid() % 100000),
+             "--hostfwd", f"tcp:127.0.0.1:{hostfwd_port}-:{fwd_port}"], env=env)
+        sock = f"unix://{work}/b/berth.sock"
+        ready, start_wall = [], []
+        for i in range(a.n):
+            t0 = time.monotonic()
+            run([berth, "machine", "start", "b"], env=env)
+            start_wall.append((time.monotonic() - t0) * 1000)
+            st = json.loads(run([berth, "machine", "status", "b", "--json"], env=env).stdout)
+            ready.append(st["status"]["ready_ms"])
+            if i < a.n - 1:
+                run([berth, "machine", "stop", "b"], env=env)
+        results["ready_ms"] = median(ready)
+        results["start_wall_ms"] = median(start_wall)
+
+        # The same kernel to a bare init.
+        cfg = json.loads(run([berth, "machine", "status", "b", "--json"], env=env).stdout)
+        image_dir = None
+        cache = os.environ.get("BERTH_CACHE_DIR") or os.path.join(
+            os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "berth")
+        images = sorted(
+            (os.path.join(cache, "guest-image", d) for d in os.listdir(os.path.join(cache, "guest-image"))
+             if not d.startswith(".")),
+            key=os.path.getmtime)
+        image_dir = images[-1]
+        kernel = os.path.join(image_dir, "vmlinuz")
+        initrd = os.path.join(work, "plain.cpio")
+        plain_initrd(initrd)
+        results["plain_ms"] = median([plain_boot(kernel, initrd, a.memory, work) for _ in range(a.n)])
+        results["agent_overhead_ratio"] = results["ready_ms"] / results["plain_ms"]
+        del cfg
+
+        # run --rm hello: VM vs host daemon.
+        vm_runs = []
+        for _ in range(a.n):
+            t0 = time.monotonic()
+            run([berth, "-H", sock, "run", "--rm", "hello"])
+            vm_runs.append((time.monotonic() - t0) * 1000)
+        hsock = f"{work}/host.sock"
+        daemon = subprocess.Popen([berth, "daemon", "--host", f"unix://{hsock}", "--data-root", f"{work}/hostdata"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while not os.path.exists(hsock) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        host_runs = []
+        for _ in range(a.n):
+            t0 = time.monotonic()
+            run([berth, "-H", f"unix://{hsock}", "run", "--rm", "hello"])
+            host_runs.append((time.monotonic() - t0) * 1000)
+        results["run_rm_vm_ms"] = median(vm_runs)
+        results["run_rm_host_ms"] = median(host_runs)
+        results["run_rm_ratio"] = results["run_rm_vm_ms"] / results["run_rm_host_ms"]
+
+        # Forwarding throughput: vsock forward vs hostfwd, same server.
+        tar = f"{work}/bb.tar"
+        busybox_tar(tar)
+        run([berth, "-H", sock, "import", tar, "busybox:latest"])
+        size = 64 << 20
+        script = (f"mkdir -p /www && dd if=/dev/zero of=/www/big bs=1M count=64 2>/dev/null && "
+                  f"exec httpd -f -p {fwd_port} -h /www")
+        cid = run([berth, "-H", sock, "run", "-d", "--network", "host", "busybox", "sh", "-c", script]).stdout.strip()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", fwd_port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        vs = [get_throughput(fwd_port, size) for _ in range(a.n)]
+        hf = [get_throughput(hostfwd_port, size) for _ in range(a.n)]
+        results["forward_vsock_MBps"] = median(vs)
+        results["forward_hostfwd_MBps"] = median(hf)
+        results["forward_ratio"] = results["forward_vsock_MBps"] / results["forward_hostfwd_MBps"]
+        run([berth, "-H", sock, "rm", "-f", cid], check=False)
+    finally:
+        if daemon:
+            daemon.terminate()
+            daemon.wait()
+            subprocess.run(["umount", "-R", "-l", f"{work}/hostdata"], capture_output=True)
+        run([berth, "machine", "stop", "b"], env=env, check=False)
+        shutil.rmtree(work, ignore_errors=True)
+    for k, v in results.items():
+        print(f"{k:24} {v:10.2f}" if isinstance(v, float) else f"{k:24} {v:>10}")
+
+
+if __name__ == "__main__":
+    main()

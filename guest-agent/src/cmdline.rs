@@ -1,0 +1,61 @@
+//! The kernel command line's `berth.*` keys.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use berth_platform::protocol::{CMDLINE_SHARES, CMDLINE_TIME};
+
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct BootArgs {
+    /// The host's wall clock when it started the VM.
+    pub time: Option<Duration>,
+    /// 9p tags and where to mount them.
+    pub shares: Vec<(String, PathBuf)>,
+}
+
+pub fn parse(cmdline: &str) -> BootArgs {
+    let mut out = BootArgs::default();
+    for word in cmdline.split_whitespace() {
+        let Some((key, value)) = word.split_once('=') else {
+            continue;
+        };
+        if key == CMDLINE_TIME {
+            out.time = parse_time(value);
+        } else if key == CMDLINE_SHARES {
+            out.shares = value
+                .split(',')
+                .filter_map(|s| s.split_once(':'))
+                .filter(|(tag, path)| !tag.is_empty() && path.starts_with('/'))
+                .map(|(tag, path)| (tag.to_string(), PathBuf::from(path)))
+                .collect();
+        }
+    }
+    out
+}
+
+fn parse_time(value: &str) -> Option<Duration> {
+    let (secs, nanos) = value.split_once('.').unwrap_or((value, "0"));
+    let secs = secs.parse().ok()?;
+    let nanos: u32 = nanos.parse().ok()?;
+    (nanos < 1_000_000_000).then(|| Duration::new(secs, nanos))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_parsed_and_bad_values_ignored() {
+        let a = parse(
+            "console=ttyS0 berth.time=1700000000.5 berth.shares=s0:/srv/a,bad,s1:rel,s2:/b quiet",
+        );
+        assert_eq!(a.time, Some(Duration::new(1_700_000_000, 5)));
+        assert_eq!(
+            a.shares,
+            vec![("s0".into(), "/srv/a".into()), ("s2".into(), "/b".into())]
+        );
+        assert_eq!(parse("berth.time=x").time, None);
+        assert_eq!(parse("berth.time=1.2000000000").time, None);
+        assert_eq!(parse("").shares, vec![]);
+    }
+}

@@ -1,0 +1,339 @@
+//! The agent's server: the engine (as `berth daemon` builds it) served on
+//! vsock, plus the control channel and port forwarding.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use berth_api::{ApiState, DaemonInfo};
+use berth_engine::ImageService;
+use berth_platform::protocol::{
+    parse_forward_header, ControlReply, ControlRequest, ForwardedPort, Proto, UdpFrame, API_PORT,
+    CONTROL_PORT, FORWARD_PORT,
+};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::sync::watch;
+use tokio_vsock::{VsockAddr, VsockListener, VsockStream, VMADDR_CID_ANY};
+
+use crate::{disk, ports};
+
+/// How often the published ports are rescanned.
+const PORT_SCAN: Duration = Duration::from_millis(250);
+/// How long containers get to stop at shutdown.
+const STOP_TIMEOUT: u64 = 10;
+
+pub struct Options {
+    pub data_root: PathBuf,
+    /// Inside the VM: prepare the data disk first.
+    pub in_vm: bool,
+}
+
+impl Options {
+    pub fn vm() -> Self {
+        Self {
+            data_root: PathBuf::from(disk::MOUNT_POINT),
+            in_vm: true,
+        }
+    }
+
+    pub fn from_env() -> Self {
+        Self {
+            data_root: std::env::var_os("BERTH_AGENT_DATA_ROOT")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(disk::MOUNT_POINT)),
+            in_vm: false,
+        }
+    }
+}
+
+fn uptime_ms() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/uptime").ok()?;
+    let secs: f64 = text.split_whitespace().next()?.parse().ok()?;
+    Some((secs * 1000.0) as u64)
+}
+
+pub fn run(options: Options) -> Result<()> {
+    if options.in_vm {
+        disk::prepare()?;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("berth-agent")
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let result = runtime.block_on(serve(options));
+    drop(runtime);
+    disk::release();
+    result
+}
+
+async fn serve(options: Options) -> Result<()> {
+    let data_root = options.data_root;
+    std::fs::create_dir_all(&data_root)
+        .with_context(|| format!("creating {}", data_root.display()))?;
+    let images = ImageService::open(&data_root, berth_registry::ClientConfig::default())
+        .with_context(|| format!("opening the image store in {}", data_root.display()))?;
+    match images.ensure_embedded_hello().await {
+        Ok(_) => {}
+        Err(e) => eprintln!("berth-agent: loading the embedded hello image failed: {e}"),
+    }
+    let info = DaemonInfo {
+        id: berth_api::system::engine_id(&data_root)
+            .with_context(|| format!("writing the engine id in {}", data_root.display()))?,
+        data_root: data_root.clone(),
+        debug: false,
+        runtime_path: "berth-agent (in-process)".into(),
+        // Fields added later (bridge networking, …) keep their defaults.
+        ..DaemonInfo::default()
+    };
+    let state = Arc::new(ApiState::new(images, info)?);
+
+    let bind = |port| {
+        VsockListener::bind(VsockAddr::new(VMADDR_CID_ANY, port))
+            .with_context(|| format!("listening on vsock port {port}"))
+    };
+    let api = bind(API_PORT)?;
+    let control = bind(CONTROL_PORT)?;
+    let forward = bind(FORWARD_PORT)?;
+    let ready_ms = uptime_ms();
+    eprintln!(
+        "berth-agent {}: API on vsock port {API_PORT} ({} ms after boot)",
+        env!("CARGO_PKG_VERSION"),
+        ready_ms.unwrap_or(0)
+    );
+
+    let (ports_tx, ports_rx) = watch::channel(ports::scan());
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(PORT_SCAN).await;
+            let now = ports::scan();
+            ports_tx.send_if_modified(|p| {
+                let changed = *p != now;
+                *p = now;
+                changed
+            });
+        }
+    });
+
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    let api_task = {
+        let state = Arc::clone(&state);
+        tokio::spawn(async move {
+            let api = api;
+            loop {
+                let Ok((stream, _)) = api.accept().await else {
+                    continue;
+                };
+                let state = Arc::clone(&state);
+                tokio::spawn(async move {
+                    let _ = berth_api::serve_connection(stream, state).await;
+                });
+            }
+        })
+    };
+    let forward_task = tokio::spawn(async move {
+        let forward = forward;
+        loop {
+            let Ok((stream, _)) = forward.accept().await else {
+                continue;
+            };
+            tokio::spawn(handle_forward(stream));
+        }
+    });
+    let control_task = {
+        let ctx = Arc::new(ControlCtx {
+            ready_ms,
+            ports: ports_rx,
+            stop: stop_tx,
+        });
+        tokio::spawn(async move {
+            let control = control;
+            loop {
+                let Ok((stream, _)) = control.accept().await else {
+                    continue;
+                };
+                tokio::spawn(handle_control(stream, Arc::clone(&ctx)));
+            }
+        })
+    };
+
+    let _ = stop_rx.wait_for(|s| *s).await;
+    eprintln!("berth-agent: shutting down: stopping containers");
+    api_task.abort();
+    forward_task.abort();
+    stop_containers(&state).await;
+    control_task.abort();
+    Ok(())
+}
+
+async fn stop_containers(state: &ApiState) {
+    let running = match state.containers.list(false, &Default::default()) {
+        Ok(list) => list,
+        Err(e) => {
+            eprintln!("berth-agent: listing containers: {e}");
+            return;
+        }
+    };
+    let stops = running
+        .iter()
+        .map(|c| state.containers.stop(&c.id, Some(STOP_TIMEOUT)));
+    for (c, result) in running.iter().zip(futures_join_all(stops).await) {
+        if let Err(e) = result {
+            eprintln!("berth-agent: stopping {}: {e}", c.id);
+        }
+    }
+}
+
+/// Awaits futures concurrently without another dependency.
+async fn futures_join_all<F: std::future::Future>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output> {
+    let mut set = Vec::new();
+    for f in futures {
+        set.push(Box::pin(f));
+    }
+    let mut out = Vec::with_capacity(set.len());
+    for f in set {
+        out.push(f.await);
+    }
+    out
+}
+
+struct ControlCtx {
+    ready_ms: Option<u64>,
+    ports: watch::Receiver<std::collections::BTreeSet<ForwardedPort>>,
+    stop: watch::Sender<bool>,
+}
+
+async fn reply<W: AsyncWrite + Unpin>(w: &mut W, reply: &ControlReply) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(reply).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    w.write_all(&line).await?;
+    w.flush().await
+}
+
+async fn handle_control(stream: VsockStream, ctx: Arc<ControlCtx>) {
+    let (r, mut w) = tokio::io::split(stream);
+    let mut lines = BufReader::new(r).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let request: ControlRequest = match serde_json::from_str(&line) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = reply(&mut w, &ControlReply::error(format!("bad request: {e}"))).await;
+                continue;
+            }
+        };
+        let answer = match request {
+            ControlRequest::Ping => ControlReply {
+                version: Some(env!("CARGO_PKG_VERSION").into()),
+                ready_ms: ctx.ready_ms,
+                ..ControlReply::ok()
+            },
+            ControlRequest::SetTime { unix_secs, nanos } => {
+                match crate::init::set_clock_from(unix_secs, nanos) {
+                    Ok(()) => ControlReply::ok(),
+                    Err(e) => ControlReply::error(format!("setting the clock: {e}")),
+                }
+            }
+            ControlRequest::Shutdown => {
+                let _ = reply(&mut w, &ControlReply::ok()).await;
+                ctx.stop.send_replace(true);
+                return;
+            }
+            ControlRequest::WatchPorts => {
+                let mut rx = ctx.ports.clone();
+                loop {
+                    let ports: Vec<ForwardedPort> =
+                        rx.borrow_and_update().iter().copied().collect();
+                    let msg = ControlReply {
+                        ports: Some(ports),
+                        ..ControlReply::ok()
+                    };
+                    if reply(&mut w, &msg).await.is_err() || rx.changed().await.is_err() {
+                        return;
+                    }
+                }
+            }
+        };
+        if reply(&mut w, &answer).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn handle_forward(mut stream: VsockStream) {
+    let mut header = Vec::new();
+    loop {
+        let mut b = [0u8; 1];
+        match stream.read(&mut b).await {
+            Ok(1) if b[0] != b'\n' && header.len() < 64 => header.push(b[0]),
+            Ok(1) => break,
+            _ => return,
+        }
+    }
+    let port = match parse_forward_header(&String::from_utf8_lossy(&header)) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = stream.write_all(format!("ERR {e}\n").as_bytes()).await;
+            return;
+        }
+    };
+    match port.proto {
+        Proto::Tcp => {
+            let target = match tokio::net::TcpStream::connect(("127.0.0.1", port.port)).await {
+                Ok(t) => Ok(t),
+                Err(_) => tokio::net::TcpStream::connect(("::1", port.port)).await,
+            };
+            match target {
+                Ok(mut target) => {
+                    let _ = target.set_nodelay(true);
+                    if stream.write_all(b"OK\n").await.is_ok() {
+                        let _ = tokio::io::copy_bidirectional(&mut stream, &mut target).await;
+                    }
+                }
+                Err(e) => {
+                    let _ = stream.write_all(format!("ERR {e}\n").as_bytes()).await;
+                }
+            }
+        }
+        Proto::Udp => {
+            let socket = match udp_socket(port.port).await {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = stream.write_all(format!("ERR {e}\n").as_bytes()).await;
+                    return;
+                }
+            };
+            if stream.write_all(b"OK\n").await.is_err() {
+                return;
+            }
+            let (mut r, mut w) = tokio::io::split(stream);
+            let to_target = async {
+                let mut buf = Vec::new();
+                while let Ok(Some(n)) = UdpFrame::read(&mut r, &mut buf).await {
+                    let _ = socket.send(&buf[..n]).await;
+                }
+            };
+            let from_target = async {
+                let mut buf = vec![0u8; UdpFrame::MAX];
+                while let Ok(n) = socket.recv(&mut buf).await {
+                    let Some(frame) = UdpFrame::encode(&buf[..n]) else {
+                        continue;
+                    };
+                    if w.write_all(&frame).await.is_err() {
+                        break;
+                    }
+                }
+            };
+            tokio::select! { _ = to_target => {}, _ = from_target => {} }
+        }
+    }
+}
+
+async fn udp_socket(port: u16) -> std::io::Result<tokio::net::UdpSocket> {
+    let socket = tokio::net::UdpSocket::bind(("127.0.0.1", 0)).await?;
+    socket.connect(("127.0.0.1", port)).await?;
+    Ok(socket)
+}

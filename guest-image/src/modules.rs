@@ -1,0 +1,223 @@
+//! Picks the guest's kernel modules and their dependencies out of a
+//! Debian kernel's `modules.dep`, in an order that loads dependencies first.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use crate::{io, GuestImageError};
+
+/// What the guest needs before the API serves, beyond the built-in
+/// drivers: virtio over MMIO, block, net, vsock, overlayfs, ext4, 9p shares.
+pub const BOOT_MODULES: &[&str] = &[
+    "virtio_mmio",
+    "virtio_blk",
+    "virtio_net",
+    "vmw_vsock_virtio_transport",
+    "overlay",
+    "ext4",
+    "9pnet_virtio",
+    "9p",
+];
+
+/// Loaded after the API is up (boot time matters under emulation): PCI
+/// virtio, virtiofs, the Hyper-V vsock transport, and what the engine's
+/// bridge networking needs. `crc32c_generic` comes first because
+/// `libcrc32c` asks the crypto layer for it by name, and the guest has no
+/// modprobe to find it.
+pub const LATER_MODULES: &[&str] = &[
+    "crc32c_generic",
+    "virtio_pci",
+    "virtiofs",
+    "hv_sock",
+    "bridge",
+    "veth",
+    "br_netfilter",
+    "nf_tables",
+    "nft_chain_nat",
+    "nft_masq",
+    "nft_nat",
+    "nft_ct",
+    "nft_fib_inet",
+    "nf_conntrack",
+    "nf_nat",
+];
+
+/// The line in `berth.list` between boot and later modules.
+pub const LATER_MARKER: &str = "--later--";
+
+fn module_name(path: &str) -> String {
+    let file = path.rsplit('/').next().unwrap_or(path);
+    let stem = file.split(".ko").next().unwrap_or(file);
+    stem.replace('-', "_")
+}
+
+/// Paths (relative to `modules_dir`) of `wanted` and every dependency,
+/// dependencies before dependents. Uses `modules.dep` when the tree has one;
+/// a package as shipped has none (depmod makes it at install time), so then
+/// the `depends=` field of each module's `.modinfo` section is read instead.
+pub fn resolve(modules_dir: &Path, wanted: &[&str]) -> Result<Vec<String>, GuestImageError> {
+    let dep_file = modules_dir.join("modules.dep");
+    let text = match std::fs::read_to_string(&dep_file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            modules_dep_from_modinfo(modules_dir)?
+        }
+        Err(e) => return Err(io("reading", &dep_file)(e)),
+    };
+    resolve_from(&text, wanted)
+}
+
+/// Builds `modules.dep` text from every `.ko` under `modules_dir/kernel`.
+fn modules_dep_from_modinfo(modules_dir: &Path) -> Result<String, GuestImageError> {
+    let mut files = Vec::new();
+    let mut stack = vec![modules_dir.join("kernel")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).map_err(io("listing", &dir))? {
+            let path = entry.map_err(io("listing", &dir))?.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "ko") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    let rel = |p: &Path| {
+        p.strip_prefix(modules_dir)
+            .map(|r| r.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let by_name: HashMap<String, String> = files
+        .iter()
+        .map(|p| (module_name(&rel(p)), rel(p)))
+        .collect();
+    let mut text = String::new();
+    for path in &files {
+        let bytes = std::fs::read(path).map_err(io("reading", path))?;
+        let deps: Vec<&String> = modinfo(&bytes, "depends")
+            .map(|d| {
+                d.split(',')
+                    .filter(|n| !n.is_empty())
+                    .filter_map(|n| by_name.get(&n.replace('-', "_")))
+                    .collect()
+            })
+            .unwrap_or_default();
+        text.push_str(&rel(path));
+        text.push(':');
+        for d in deps {
+            text.push(' ');
+            text.push_str(d);
+        }
+        text.push('\n');
+    }
+    Ok(text)
+}
+
+/// The value of `key` in an ELF64 module's `.modinfo` section.
+pub(crate) fn modinfo(elf: &[u8], key: &str) -> Option<String> {
+    let u16_at = |o: usize| elf.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let u32_at = |o: usize| {
+        elf.get(o..o + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let u64_at = |o: usize| -> Option<usize> {
+        let b: [u8; 8] = elf.get(o..o + 8)?.try_into().ok()?;
+        usize::try_from(u64::from_le_bytes(b)).ok()
+    };
+    if elf.get(..5) != Some(b"\x7fELF\x02") {
+        return None;
+    }
+    let shoff = u64_at(0x28)?;
+    let shentsize = usize::from(u16_at(0x3a)?);
+    let shnum = usize::from(u16_at(0x3c)?);
+    let shstrndx = usize::from(u16_at(0x3e)?);
+    let section = |i: usize| -> Option<(usize, usize, usize)> {
+        let h = shoff + i * shentsize;
+        Some((
+            usize::try_from(u32_at(h)?).ok()?,
+            u64_at(h + 0x18)?,
+            u64_at(h + 0x20)?,
+        ))
+    };
+    let (_, stroff, _) = section(shstrndx)?;
+    let prefix = format!("{key}=");
+    for i in 0..shnum {
+        let (name, off, size) = section(i)?;
+        let name_bytes = elf.get(stroff + name..)?;
+        let end = name_bytes.iter().position(|&b| b == 0)?;
+        if &name_bytes[..end] != b".modinfo" {
+            continue;
+        }
+        let data = elf.get(off..off + size)?;
+        return data
+            .split(|&b| b == 0)
+            .filter_map(|f| std::str::from_utf8(f).ok())
+            .find_map(|f| f.strip_prefix(&prefix).map(str::to_string));
+    }
+    None
+}
+
+fn resolve_from(dep_text: &str, wanted: &[&str]) -> Result<Vec<String>, GuestImageError> {
+    let mut deps: HashMap<String, (String, Vec<String>)> = HashMap::new();
+    for line in dep_text.lines() {
+        let Some((module, rest)) = line.split_once(':') else {
+            continue;
+        };
+        let list = rest.split_whitespace().map(str::to_string).collect();
+        deps.insert(module_name(module), (module.to_string(), list));
+    }
+    let mut order = Vec::new();
+    let mut seen = HashSet::new();
+    for name in wanted {
+        let key = name.replace('-', "_");
+        let Some((path, _)) = deps.get(&key) else {
+            return Err(GuestImageError::MissingModule(name.to_string()));
+        };
+        visit(path, &deps, &mut seen, &mut order);
+    }
+    Ok(order)
+}
+
+/// Depth-first, dependencies first.
+fn visit(
+    path: &str,
+    deps: &HashMap<String, (String, Vec<String>)>,
+    seen: &mut HashSet<String>,
+    order: &mut Vec<String>,
+) {
+    if !seen.insert(path.to_string()) {
+        return;
+    }
+    if let Some((_, list)) = deps.get(&module_name(path)) {
+        for dep in list {
+            visit(dep, deps, seen, order);
+        }
+    }
+    order.push(path.to_string());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dependencies_come_first_once() {
+        let dep = "kernel/net/vmw_vsock/vmw_vsock_virtio_transport.ko: kernel/net/vmw_vsock/vmw_vsock_virtio_transport_common.ko kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko kernel/net/vmw_vsock/vsock.ko
+kernel/net/vmw_vsock/vmw_vsock_virtio_transport_common.ko: kernel/net/vmw_vsock/vsock.ko
+kernel/net/vmw_vsock/vsock.ko:
+kernel/drivers/virtio/virtio.ko: kernel/drivers/virtio/virtio_ring.ko
+kernel/drivers/virtio/virtio_ring.ko:
+kernel/drivers/virtio/virtio_mmio.ko: kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko
+";
+        let order =
+            resolve_from(dep, &["virtio_mmio", "vmw_vsock_virtio_transport"]).expect("resolve");
+        let pos = |m: &str| order.iter().position(|p| p.ends_with(m)).expect(m);
+        assert_eq!(order.len(), 6);
+        assert!(pos("/virtio_ring.ko") < pos("/virtio.ko"));
+        assert!(pos("/virtio.ko") < pos("/virtio_mmio.ko"));
+        assert!(pos("/vsock.ko") < pos("/vmw_vsock_virtio_transport_common.ko"));
+        assert!(pos("_common.ko") < pos("/vmw_vsock_virtio_transport.ko"));
+        let err = resolve_from(dep, &["nope"]).expect_err("missing");
+        assert!(matches!(err, GuestImageError::MissingModule(m) if m == "nope"));
+    }
+}

@@ -1,0 +1,442 @@
+//! `berth machine init|start|stop|rm|status|logs`: the Linux VM that runs
+//! the engine on hosts without a Linux kernel (and on Linux for testing).
+//!
+//! `start` launches a supervisor (`berth machine serve NAME`, detached) that
+//! owns the VM's processes, the host endpoint and the port forwards, and
+//! writes `status.json`; the other commands talk to it through that file
+//! and signals. Files: see [`berth_platform::machine::MachineDir`].
+
+mod image;
+mod supervisor;
+
+use std::path::PathBuf;
+use std::process::{Command as Process, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use berth_platform::machine::{
+    Accel, MachineConfig, MachineDir, MachineState, MachineStatus, Share,
+};
+use clap::{Parser, Subcommand};
+
+/// How often `start`/`stop` look at the supervisor's progress.
+const POLL: Duration = Duration::from_millis(50);
+
+#[derive(Parser)]
+#[command(
+    name = "berth machine",
+    about = "Manage the Linux VM that runs the engine"
+)]
+pub struct MachineCli {
+    #[command(subcommand)]
+    command: MachineCommand,
+}
+
+#[derive(Subcommand)]
+enum MachineCommand {
+    /// Create a machine: settings, data disk, boot image.
+    Init(InitArgs),
+    /// Boot the machine and serve its engine on a local socket.
+    Start(StartArgs),
+    /// Shut the machine down cleanly (containers stopped, disk synced).
+    Stop(StopArgs),
+    /// Delete a machine and its data disk.
+    Rm(RmArgs),
+    /// Show whether the machine runs, its endpoint and forwarded ports.
+    Status(StatusArgs),
+    /// Print the machine's console (kernel and agent) log.
+    Logs(NameArg),
+    /// The supervisor `start` runs in the background.
+    #[command(hide = true)]
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct NameArg {
+    /// Machine name.
+    #[arg(default_value = "default")]
+    name: String,
+}
+
+#[derive(clap::Args)]
+struct InitArgs {
+    #[arg(default_value = "default")]
+    name: String,
+    /// Virtual CPUs.
+    #[arg(long, default_value_t = 2)]
+    cpus: u32,
+    /// Memory in MiB.
+    #[arg(long, default_value_t = 2048)]
+    memory: u64,
+    /// Data disk size in GiB (sparse).
+    #[arg(long, default_value_t = 20)]
+    disk: u64,
+    /// The guest's vsock context id (unique among running VMs).
+    #[arg(long, default_value_t = 3)]
+    cid: u32,
+    /// Share a host directory into the VM at the same path (HOST[:GUEST]).
+    #[arg(long = "share", value_name = "HOST[:GUEST]")]
+    shares: Vec<String>,
+    /// Accelerator: auto (TCG unless kvm is chosen), kvm or tcg.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "kvm", "tcg"])]
+    accel: String,
+    /// Boot this kernel instead of the built guest image.
+    #[arg(long, requires = "initrd")]
+    kernel: Option<PathBuf>,
+    /// Boot this initramfs instead of the built guest image.
+    #[arg(long, requires = "kernel")]
+    initrd: Option<PathBuf>,
+    /// QEMU user-network hostfwd rule (for benchmarks; user net is restricted).
+    #[arg(long, hide = true)]
+    hostfwd: Vec<String>,
+}
+
+#[derive(clap::Args)]
+struct StartArgs {
+    #[arg(default_value = "default")]
+    name: String,
+    /// Seconds to wait for the engine to answer.
+    #[arg(long, default_value_t = 180)]
+    timeout: u64,
+}
+
+#[derive(clap::Args)]
+struct StopArgs {
+    #[arg(default_value = "default")]
+    name: String,
+    /// Seconds to wait for a clean shutdown before the VM is killed.
+    #[arg(long, default_value_t = 60)]
+    timeout: u64,
+}
+
+#[derive(clap::Args)]
+struct RmArgs {
+    #[arg(default_value = "default")]
+    name: String,
+    /// Stop the machine first if it runs.
+    #[arg(short, long)]
+    force: bool,
+}
+
+#[derive(clap::Args)]
+struct StatusArgs {
+    #[arg(default_value = "default")]
+    name: String,
+    /// Print the status as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    name: String,
+    /// Seconds the guest gets to answer.
+    #[arg(long, default_value_t = 180)]
+    timeout: u64,
+}
+
+pub fn main(args: impl Iterator<Item = std::ffi::OsString>) -> ExitCode {
+    let cli = match MachineCli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 125 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("berth machine: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn dir(name: &str) -> Result<MachineDir> {
+    Ok(MachineDir::new(&berth_platform::machines_dir(), name)?)
+}
+
+fn run(cli: MachineCli) -> Result<()> {
+    match cli.command {
+        MachineCommand::Init(a) => init(a),
+        MachineCommand::Start(a) => start(&a.name, Duration::from_secs(a.timeout)),
+        MachineCommand::Stop(a) => stop(&a.name, Duration::from_secs(a.timeout)),
+        MachineCommand::Rm(a) => rm(&a.name, a.force),
+        MachineCommand::Status(a) => status(&a.name, a.json),
+        MachineCommand::Logs(a) => logs(&a.name),
+        MachineCommand::Serve(a) => supervisor::run(&dir(&a.name)?, Duration::from_secs(a.timeout)),
+    }
+}
+
+fn parse_share(spec: &str) -> Result<Share> {
+    let (host, guest) = match spec.split_once(':') {
+        Some((h, g)) => (h, g),
+        None => (spec, spec),
+    };
+    let host = std::fs::canonicalize(host)
+        .with_context(|| format!("shared directory {host} does not exist"))?;
+    if !host.is_dir() {
+        bail!("shared path {} is not a directory", host.display());
+    }
+    Ok(Share {
+        host,
+        guest: PathBuf::from(guest),
+    })
+}
+
+fn init(a: InitArgs) -> Result<()> {
+    let d = dir(&a.name)?;
+    if d.exists() {
+        bail!(
+            "machine {:?} already exists (remove it with `berth machine rm {}`)",
+            a.name,
+            a.name
+        );
+    }
+    let mut config = MachineConfig::new(&a.name)?;
+    config.cpus = a.cpus;
+    config.memory_mib = a.memory;
+    config.disk_gib = a.disk;
+    config.cid = a.cid;
+    config.accel = match a.accel.as_str() {
+        "kvm" => Accel::Kvm,
+        "tcg" => Accel::Tcg,
+        _ => Accel::Auto,
+    };
+    config.shares = a
+        .shares
+        .iter()
+        .map(|s| parse_share(s))
+        .collect::<Result<_>>()?;
+    config.hostfwd = a.hostfwd;
+    if let (Some(k), Some(i)) = (&a.kernel, &a.initrd) {
+        for p in [k, i] {
+            if !p.is_file() {
+                bail!("{} does not exist", p.display());
+            }
+        }
+        config.kernel = Some(std::fs::canonicalize(k)?);
+        config.initrd = Some(std::fs::canonicalize(i)?);
+    }
+    config.validate()?;
+    std::fs::create_dir_all(&d.dir).with_context(|| format!("creating {}", d.dir.display()))?;
+    let result = (|| -> Result<()> {
+        berth_guest_image::create_data_disk(&d.disk(), config.disk_gib)?;
+        if config.kernel.is_none() {
+            let img = image::ensure()?;
+            eprintln!("guest image: {}", img.dir.display());
+        }
+        d.save(&config)?;
+        Ok(())
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_dir_all(&d.dir);
+        return Err(e);
+    }
+    println!("machine {} created in {}", a.name, d.dir.display());
+    Ok(())
+}
+
+/// The status, corrected when the supervisor died without saying so.
+fn current_status(d: &MachineDir) -> Option<MachineStatus> {
+    let mut s = d.load_status()?;
+    if matches!(
+        s.state,
+        MachineState::Starting | MachineState::Running | MachineState::Stopping
+    ) && !s.supervisor_alive()
+    {
+        s.state = MachineState::Failed;
+        s.error
+            .get_or_insert_with(|| "the machine's supervisor died".into());
+    }
+    Some(s)
+}
+
+fn is_running(d: &MachineDir) -> bool {
+    current_status(d).is_some_and(|s| {
+        matches!(
+            s.state,
+            MachineState::Starting | MachineState::Running | MachineState::Stopping
+        )
+    })
+}
+
+fn start(name: &str, timeout: Duration) -> Result<()> {
+    let d = dir(name)?;
+    d.load()?;
+    if is_running(&d) {
+        println!(
+            "machine {name} is already running: unix://{}",
+            d.api_socket().display()
+        );
+        return Ok(());
+    }
+    let _ = std::fs::remove_file(d.status());
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(d.supervisor_log())
+        .with_context(|| format!("opening {}", d.supervisor_log().display()))?;
+    let exe = std::env::current_exe().context("finding the berth executable")?;
+    let mut cmd = Process::new(exe);
+    cmd.args(["machine", "serve", name, "--timeout"])
+        .arg(timeout.as_secs().to_string())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    detach(&mut cmd);
+    let mut child = cmd.spawn().context("starting the machine supervisor")?;
+    let started = Instant::now();
+    // The supervisor bounds the boot itself; allow it a little longer to
+    // report before giving up on it.
+    let deadline = started + timeout + Duration::from_secs(15);
+    loop {
+        if let Some(s) = d.load_status() {
+            match s.state {
+                MachineState::Running => {
+                    println!(
+                        "machine {name} running in {:.1} s: unix://{}",
+                        started.elapsed().as_secs_f64(),
+                        d.api_socket().display()
+                    );
+                    return Ok(());
+                }
+                MachineState::Failed | MachineState::Stopped => {
+                    let _ = child.wait();
+                    bail!(
+                        "machine {name} failed to start: {}\n(console: {}, log: {})",
+                        s.error.unwrap_or_else(|| "unknown error".into()),
+                        d.console_log().display(),
+                        d.supervisor_log().display()
+                    );
+                }
+                _ => {}
+            }
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            bail!(
+                "the machine supervisor exited ({status}) before the engine answered; see {}",
+                d.supervisor_log().display()
+            );
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "machine {name} did not start within {timeout:?}; see {}",
+                d.console_log().display()
+            );
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+#[cfg(unix)]
+fn detach(cmd: &mut Process) {
+    use std::os::unix::process::CommandExt;
+    cmd.process_group(0);
+}
+
+fn signal(pid: u32, sig: libc::c_int) {
+    if let Ok(pid) = libc::pid_t::try_from(pid) {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
+fn stop(name: &str, timeout: Duration) -> Result<()> {
+    let d = dir(name)?;
+    d.load()?;
+    let Some(s) = current_status(&d).filter(|_| is_running(&d)) else {
+        println!("machine {name} is not running");
+        return Ok(());
+    };
+    signal(s.pid, libc::SIGTERM);
+    let deadline = Instant::now() + timeout + Duration::from_secs(5);
+    while s.supervisor_alive() {
+        if Instant::now() > deadline {
+            signal(s.pid, libc::SIGKILL);
+            for pid in &s.vmm_pids {
+                signal(*pid, libc::SIGKILL);
+            }
+            bail!("machine {name} did not stop within {timeout:?}; killed");
+        }
+        std::thread::sleep(POLL);
+    }
+    println!("machine {name} stopped");
+    Ok(())
+}
+
+fn rm(name: &str, force: bool) -> Result<()> {
+    let d = dir(name)?;
+    if !d.dir.exists() {
+        bail!("machine {name:?} does not exist");
+    }
+    if is_running(&d) {
+        if !force {
+            bail!("machine {name} is running; stop it first or use --force");
+        }
+        stop(name, Duration::from_secs(30))?;
+    }
+    std::fs::remove_dir_all(&d.dir).with_context(|| format!("removing {}", d.dir.display()))?;
+    println!("machine {name} removed");
+    Ok(())
+}
+
+fn status(name: &str, json: bool) -> Result<()> {
+    let d = dir(name)?;
+    let config = d.load()?;
+    let s = current_status(&d);
+    if json {
+        let v = serde_json::json!({
+            "name": config.name,
+            "config": config,
+            "status": s,
+            "endpoint": format!("unix://{}", d.api_socket().display()),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let state = s.as_ref().map(|s| s.state).unwrap_or(MachineState::Stopped);
+    println!("name:     {}", config.name);
+    println!("state:    {}", format!("{state:?}").to_lowercase());
+    println!("cpus:     {}", config.cpus);
+    println!("memory:   {} MiB", config.memory_mib);
+    println!("disk:     {} GiB", config.disk_gib);
+    if let Some(s) = &s {
+        if s.state == MachineState::Running {
+            println!("endpoint: unix://{}", d.api_socket().display());
+            if let Some(ms) = s.ready_ms {
+                println!("boot:     {ms} ms to engine ready");
+            }
+            let ports: Vec<String> = s
+                .ports
+                .iter()
+                .map(|p| format!("127.0.0.1:{}/{:?}", p.port, p.proto).to_lowercase())
+                .collect();
+            if !ports.is_empty() {
+                println!("ports:    {}", ports.join(", "));
+            }
+        }
+        if let Some(e) = &s.error {
+            println!("error:    {e}");
+        }
+    }
+    Ok(())
+}
+
+fn logs(name: &str) -> Result<()> {
+    let d = dir(name)?;
+    d.load()?;
+    let path = d.console_log();
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            use std::io::Write;
+            std::io::stdout().write_all(&bytes)?;
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}

@@ -1,0 +1,300 @@
+//! The machine's supervisor (`berth machine serve NAME`, started detached by
+//! `berth machine start`): boots the VM, waits for the agent, serves the host
+//! endpoint and the port forwards, and on SIGTERM shuts the guest down
+//! cleanly. Its VMM processes die with it (`PR_SET_PDEATHSIG`), so a killed
+//! supervisor leaves nothing running.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use berth_platform::forward::{serve_endpoint, PortForwarder};
+use berth_platform::hypervisor::{self, LaunchSpec, Vm};
+use berth_platform::machine::{MachineConfig, MachineDir, MachineState, MachineStatus};
+use berth_platform::protocol::{ControlReply, ControlRequest, API_PORT, CONTROL_PORT};
+use berth_platform::vsock::{HostVsock, VsockStream};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use super::image;
+
+/// How long one readiness probe may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Pause between readiness probes.
+const PROBE_INTERVAL: Duration = Duration::from_millis(20);
+/// How long the guest gets to power off after a shutdown request.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(45);
+
+struct Supervisor {
+    dir: MachineDir,
+    status: MachineStatus,
+}
+
+impl Supervisor {
+    fn set(&mut self, state: MachineState, error: Option<String>) {
+        self.status.state = state;
+        if error.is_some() {
+            self.status.error = error;
+        }
+        if let Err(e) = self.dir.save_status(&self.status) {
+            eprintln!("berth machine: writing status: {e}");
+        }
+    }
+}
+
+pub fn run(dir: &MachineDir, boot_timeout: Duration) -> Result<()> {
+    let config = dir.load()?;
+    let mut sup = Supervisor {
+        dir: dir.clone(),
+        status: MachineStatus {
+            state: MachineState::Starting,
+            pid: std::process::id(),
+            vmm_pids: Vec::new(),
+            ready_ms: None,
+            error: None,
+            ports: Vec::new(),
+        },
+    };
+    sup.set(MachineState::Starting, None);
+    // One thread: the VMM's parent-death signal follows the thread that
+    // spawned it, so it must be the thread that lives as long as we do.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let result = runtime.block_on(supervise(&mut sup, &config, boot_timeout));
+    for path in [dir.api_socket(), dir.vsock_socket(), dir.vhost_socket()] {
+        let _ = std::fs::remove_file(path);
+    }
+    match &result {
+        Ok(()) => sup.set(MachineState::Stopped, None),
+        Err(e) => {
+            eprintln!("berth machine: {e:#}");
+            sup.set(MachineState::Failed, Some(format!("{e:#}")));
+        }
+    }
+    result
+}
+
+fn boot_cmdline(
+    config: &MachineConfig,
+    shares: &[(String, berth_platform::machine::Share)],
+) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let mut cmdline = format!(
+        "console=ttyS0 reboot=t panic=-1 quiet loglevel=4 rdinit=/init {}={}.{:09}",
+        berth_platform::protocol::CMDLINE_TIME,
+        now.as_secs(),
+        now.subsec_nanos()
+    );
+    if let Some(s) = hypervisor::shares_cmdline(shares) {
+        cmdline.push(' ');
+        cmdline.push_str(&s);
+    }
+    let _ = config;
+    cmdline
+}
+
+async fn supervise(
+    sup: &mut Supervisor,
+    config: &MachineConfig,
+    boot_timeout: Duration,
+) -> Result<()> {
+    let (kernel, initrd) = match (&config.kernel, &config.initrd) {
+        (Some(k), Some(i)) => (k.clone(), i.clone()),
+        _ => {
+            let img = image::ensure()?;
+            (img.kernel, img.initrd)
+        }
+    };
+    let backend = hypervisor::probe()
+        .into_iter()
+        .next()
+        .context("no hypervisor backend is available on this host")?;
+    let shares: Vec<_> = config
+        .shares
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (hypervisor::share_tag(i), s.clone()))
+        .collect();
+    let d = &sup.dir.clone();
+    let spec = LaunchSpec {
+        kernel,
+        initrd,
+        cmdline: boot_cmdline(config, &shares),
+        cpus: config.cpus,
+        memory_mib: config.memory_mib,
+        disk: Some(d.disk()),
+        cid: config.cid,
+        vhost_socket: d.vhost_socket(),
+        vsock_socket: d.vsock_socket(),
+        console_log: d.console_log(),
+        vmm_log: d.supervisor_log(),
+        shares,
+        hostfwd: config.hostfwd.clone(),
+        accel: config.accel,
+    };
+    let _ = std::fs::remove_file(d.console_log());
+    let launched = Instant::now();
+    let mut vm = backend.launch(&spec)?;
+    sup.status.vmm_pids = vm.pids();
+    sup.set(MachineState::Starting, None);
+    let vsock = vm.vsock();
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+
+    // Wait for the agent to answer, the VM to die, a signal, or the deadline.
+    let deadline = launched + boot_timeout;
+    let ping = loop {
+        if let Some(exit) = vm.try_exited() {
+            bail!(
+                "the VM stopped during boot: {exit}; console: {}",
+                d.console_log().display()
+            );
+        }
+        if Instant::now() > deadline {
+            vm.kill();
+            bail!(
+                "the guest agent did not answer within {boot_timeout:?}; console: {}",
+                d.console_log().display()
+            );
+        }
+        tokio::select! {
+            _ = term.recv() => { vm.kill(); bail!("stopped during boot"); }
+            _ = int.recv() => { vm.kill(); bail!("stopped during boot"); }
+            r = control_request(&vsock, &ControlRequest::Ping) => {
+                if let Ok(reply) = r { break reply; }
+            }
+        }
+        tokio::time::sleep(PROBE_INTERVAL).await;
+    };
+    let ready = launched.elapsed();
+    sup.status.ready_ms = Some(ready.as_millis() as u64);
+    eprintln!(
+        "berth machine: agent {} answered {} ms after launch (guest uptime {} ms at API ready)",
+        ping.version.unwrap_or_default(),
+        ready.as_millis(),
+        ping.ready_ms.unwrap_or(0)
+    );
+
+    let api_socket = d.api_socket();
+    let _ = std::fs::remove_file(&api_socket);
+    let listener = tokio::net::UnixListener::bind(&api_socket)
+        .with_context(|| format!("binding {}", api_socket.display()))?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let endpoint = {
+        let vsock = vsock.clone();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            serve_endpoint(listener, vsock, API_PORT, async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await
+        })
+    };
+    sup.set(MachineState::Running, None);
+
+    // Port updates arrive on a watch stream from the agent.
+    let (ports_tx, mut ports_rx) = tokio::sync::mpsc::channel::<BTreeSet<_>>(8);
+    let watcher = tokio::spawn(watch_ports(vsock.clone(), ports_tx));
+    let mut forwarder = PortForwarder::new(vsock.clone());
+    let mut exit_check = tokio::time::interval(Duration::from_millis(200));
+
+    let outcome: Result<()> = loop {
+        tokio::select! {
+            _ = term.recv() => break Ok(()),
+            _ = int.recv() => break Ok(()),
+            Some(ports) = ports_rx.recv() => {
+                forwarder.update(&ports).await;
+                for (p, e) in &forwarder.failed {
+                    eprintln!("berth machine: cannot forward {}/{:?}: {e}", p.port, p.proto);
+                }
+                sup.status.ports = forwarder.forwarded().into_iter().collect();
+                sup.set(MachineState::Running, None);
+            }
+            _ = exit_check.tick() => {
+                if let Some(exit) = vm.try_exited() {
+                    break Err(anyhow::anyhow!("the VM stopped unexpectedly: {exit}"));
+                }
+            }
+        }
+    };
+    watcher.abort();
+    forwarder.close_all();
+    stop_tx.send_replace(true);
+    let _ = endpoint.await;
+    if outcome.is_err() {
+        vm.kill();
+        return outcome;
+    }
+    sup.set(MachineState::Stopping, None);
+    shutdown(&vsock, vm.as_mut()).await;
+    Ok(())
+}
+
+async fn shutdown(vsock: &HostVsock, vm: &mut dyn Vm) {
+    if let Err(e) = control_request(vsock, &ControlRequest::Shutdown).await {
+        eprintln!("berth machine: asking the guest to shut down: {e:#}; killing it");
+        vm.kill();
+        return;
+    }
+    let deadline = Instant::now() + SHUTDOWN_TIMEOUT;
+    while vm.try_exited().is_none() {
+        if Instant::now() > deadline {
+            eprintln!("berth machine: the guest did not power off within {SHUTDOWN_TIMEOUT:?}; killing it");
+            vm.kill();
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn open_control(vsock: &HostVsock) -> Result<VsockStream> {
+    Ok(vsock.connect(CONTROL_PORT, PROBE_TIMEOUT).await?)
+}
+
+/// One request, one reply line.
+pub async fn control_request(vsock: &HostVsock, request: &ControlRequest) -> Result<ControlReply> {
+    let stream = open_control(vsock).await?;
+    let (r, mut w) = tokio::io::split(stream);
+    let mut line = serde_json::to_vec(request)?;
+    line.push(b'\n');
+    w.write_all(&line).await?;
+    let mut lines = BufReader::new(r).lines();
+    let text = tokio::time::timeout(PROBE_TIMEOUT, lines.next_line())
+        .await
+        .context("the agent did not reply in time")??
+        .context("the agent closed the control connection")?;
+    let reply: ControlReply = serde_json::from_str(&text).context("malformed agent reply")?;
+    if !reply.ok {
+        bail!("the agent refused: {}", reply.error.unwrap_or_default());
+    }
+    Ok(reply)
+}
+
+async fn watch_ports(
+    vsock: HostVsock,
+    tx: tokio::sync::mpsc::Sender<BTreeSet<berth_platform::protocol::ForwardedPort>>,
+) {
+    loop {
+        if let Ok(stream) = open_control(&vsock).await {
+            let (r, mut w) = tokio::io::split(stream);
+            let mut line = serde_json::to_vec(&ControlRequest::WatchPorts).unwrap_or_default();
+            line.push(b'\n');
+            if w.write_all(&line).await.is_ok() {
+                let mut lines = BufReader::new(r).lines();
+                while let Ok(Some(text)) = lines.next_line().await {
+                    if let Ok(ControlReply { ports: Some(p), .. }) = serde_json::from_str(&text) {
+                        if tx.send(p.into_iter().collect()).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+        // The stream ended (agent restarting?): retry shortly.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
