@@ -115,6 +115,11 @@ pub enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Manage the Linux VM that runs the engine on macOS and Windows (see `berth machine --help`).
+    Machine {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 pub async fn run(cli: Cli) -> Result<ExitCode> {
@@ -185,5 +190,6 @@ async fn run_other(client: &Client, command: Command) -> Result<()> {
         | Command::More(_) => Ok(()),
         // The `berth` binary runs the daemon before the CLI parses anything.
         Command::Daemon { .. } => anyhow::bail!("`berth daemon` is run by the berth binary itself"),
+        Command::Machine { .. } => anyhow::bail!("`berth machine` is run by the berth binary itself"),
     }
 }
