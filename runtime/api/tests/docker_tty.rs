@@ -72,7 +72,15 @@ fn run_and_exec_with_a_terminal() {
     assert!(text.contains("got:hello"), "{text}");
 
     // exec -it into a running container.
-    server.docker_ok(&["run", "-d", "--name", "tty-target", "busybox", "sleep", "60"]);
+    server.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "tty-target",
+        "busybox",
+        "sleep",
+        "60",
+    ]);
     let out = in_terminal(
         &server,
         "docker exec -it tty-target sh -c 'tty; stty size; read line; echo got:$line; exit 4'",

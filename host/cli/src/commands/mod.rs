@@ -190,6 +190,8 @@ async fn run_other(client: &Client, command: Command) -> Result<()> {
         | Command::More(_) => Ok(()),
         // The `berth` binary runs the daemon before the CLI parses anything.
         Command::Daemon { .. } => anyhow::bail!("`berth daemon` is run by the berth binary itself"),
-        Command::Machine { .. } => anyhow::bail!("`berth machine` is run by the berth binary itself"),
+        Command::Machine { .. } => {
+            anyhow::bail!("`berth machine` is run by the berth binary itself")
+        }
     }
 }
