@@ -25,23 +25,8 @@ impl Drop for Cleanup<'_> {
 }
 
 fn import_busybox(server: &Server) {
-    let root = server.dir.path().join("bbroot");
-    std::fs::create_dir_all(root.join("bin")).unwrap();
-    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static installed");
-    for applet in ["sh", "sleep", "echo", "cat", "true"] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
-    }
-    let tar = server.dir.path().join("bb.tar");
-    let status = std::process::Command::new("tar")
-        .arg("-C")
-        .arg(&root)
-        .arg("-cf")
-        .arg(&tar)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(status.success());
-    server.docker_ok(&["import", tar.to_str().unwrap(), "busybox:latest"]);
+    let root = server.busybox_rootfs(&["sh", "sleep", "echo", "cat", "true"]);
+    server.import_rootfs(&root);
 }
 
 #[test]

@@ -26,26 +26,11 @@ impl Drop for Cleanup<'_> {
 }
 
 fn import_busybox(server: &Server) {
-    let root = server.dir.path().join("bbroot");
-    std::fs::create_dir_all(root.join("bin")).unwrap();
-    std::fs::create_dir_all(root.join("etc")).unwrap();
-    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static installed");
-    for applet in [
+    let root = server.busybox_rootfs(&[
         "sh", "sleep", "echo", "cat", "true", "ls", "mkdir", "ln", "readlink",
-    ] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
-    }
-    let tar = server.dir.path().join("bb.tar");
-    let status = std::process::Command::new("tar")
-        .arg("-C")
-        .arg(&root)
-        .arg("-cf")
-        .arg(&tar)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(status.success());
-    server.docker_ok(&["import", tar.to_str().unwrap(), "busybox:latest"]);
+    ]);
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    server.import_rootfs(&root);
 }
 
 fn s(p: &Path) -> &str {

@@ -11,23 +11,8 @@ use std::process::{Command, Output, Stdio};
 use common::Server;
 
 fn import_busybox(server: &Server) {
-    let root = server.dir.path().join("bbroot");
-    std::fs::create_dir_all(root.join("bin")).unwrap();
-    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static installed");
-    for applet in ["sh", "sleep", "stty", "tty", "echo"] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
-    }
-    let tar = server.dir.path().join("bb.tar");
-    let status = Command::new("tar")
-        .arg("-C")
-        .arg(&root)
-        .arg("-cf")
-        .arg(&tar)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(status.success());
-    server.docker_ok(&["import", tar.to_str().unwrap(), "busybox:latest"]);
+    let root = server.busybox_rootfs(&["sh", "sleep", "stty", "tty", "echo"]);
+    server.import_rootfs(&root);
 }
 
 /// Runs `shell_command` on a fresh pseudo-terminal of 30 rows × 100

@@ -33,27 +33,12 @@ impl Drop for Cleanup<'_> {
 }
 
 pub fn import_busybox(server: &Server) {
-    let root = server.dir.path().join("bbroot");
-    std::fs::create_dir_all(root.join("bin")).unwrap();
+    let root = server.busybox_rootfs(&[
+        "sh", "sleep", "echo", "cat", "true", "ls", "mkdir", "ln", "grep", "stat", "touch",
+    ]);
     std::fs::create_dir_all(root.join("data")).unwrap();
     std::fs::write(root.join("data/from-image"), "image content\n").unwrap();
-    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static installed");
-    for applet in [
-        "sh", "sleep", "echo", "cat", "true", "ls", "mkdir", "ln", "grep", "stat", "touch",
-    ] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
-    }
-    let tar = server.dir.path().join("bb.tar");
-    let status = std::process::Command::new("tar")
-        .arg("-C")
-        .arg(&root)
-        .arg("-cf")
-        .arg(&tar)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(status.success());
-    server.docker_ok(&["import", tar.to_str().unwrap(), "busybox:latest"]);
+    server.import_rootfs(&root);
 }
 
 fn stderr(out: &std::process::Output) -> String {

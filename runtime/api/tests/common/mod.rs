@@ -22,6 +22,34 @@ pub struct Server {
 }
 
 impl Server {
+    /// A root filesystem under the test's directory: the host's static
+    /// busybox with `applets` linked in `/bin`. Add files, then
+    /// [`Self::import_rootfs`] it.
+    pub fn busybox_rootfs(&self, applets: &[&str]) -> PathBuf {
+        let root = self.dir.path().join("bbroot");
+        std::fs::create_dir_all(root.join("bin")).unwrap();
+        std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static installed");
+        for applet in applets {
+            std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+        }
+        root
+    }
+
+    /// `docker import` of `root` as `busybox:latest`.
+    pub fn import_rootfs(&self, root: &Path) {
+        let tar = self.dir.path().join("bb.tar");
+        let status = Command::new("tar")
+            .arg("-C")
+            .arg(root)
+            .arg("-cf")
+            .arg(&tar)
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(status.success());
+        self.docker_ok(&["import", tar.to_str().unwrap(), "busybox:latest"]);
+    }
+
     pub fn start() -> Server {
         let dir = tempfile::Builder::new()
             .prefix("berth-api-test")
