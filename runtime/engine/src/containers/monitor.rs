@@ -85,34 +85,27 @@ fn exec(
         let container = Runtime::new(runtime_root, false)
             .load(id)
             .map_err(|e| e.to_string())?;
-        // The socket's path may be too long for sun_path: reach it through
-        // a handle on its directory.
-        let console_dir = match console_socket {
-            Some(p) => Some(
-                File::options()
-                    .read(true)
-                    .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
-                    .open(p.parent().unwrap_or(Path::new("/")))
-                    .map_err(|e| format!("opening {}: {e}", p.display()))?,
-            ),
-            None => None,
-        };
-        let console_socket = match (console_socket, console_dir.as_ref()) {
-            (Some(p), Some(d)) => Some(PathBuf::from(format!(
-                "/proc/self/fd/{}/{}",
-                d.as_raw_fd(),
-                p.file_name()
-                    .map(|n| n.to_string_lossy())
-                    .unwrap_or_default()
-            ))),
-            _ => None,
-        };
-        let opts = ExecOptions {
+        let mut opts = ExecOptions {
             pid_file: Some(pid_file.to_path_buf()),
-            console_socket,
             ..ExecOptions::default()
         };
-        match container.exec(&process, &opts) {
+        let outcome = match console_socket {
+            // The socket's path may be too long for sun_path.
+            Some(p) => {
+                let dir = p.parent().unwrap_or(Path::new("/"));
+                let name = p
+                    .file_name()
+                    .map(|n| n.to_string_lossy())
+                    .unwrap_or_default();
+                store::with_short_path(dir, &name, |short| {
+                    opts.console_socket = Some(short.to_path_buf());
+                    container.exec(&process, &opts)
+                })
+                .map_err(|e| format!("opening {}: {e}", dir.display()))?
+            }
+            None => container.exec(&process, &opts),
+        };
+        match outcome {
             Ok(ExecOutcome::Exited(code)) => Ok(code),
             Ok(ExecOutcome::Detached(_)) => Ok(0),
             Err(e) => {
