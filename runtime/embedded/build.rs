@@ -1,42 +1,56 @@
-//! Compiles `hello/hello.rs` into a static, libc-free executable at `$OUT_DIR/hello`, which
-//! `src/lib.rs` embeds with `include_bytes!`.
+//! Compiles the crate's two programs into static, libc-free executables, which `src/lib.rs`
+//! embeds with `include_bytes!`: `hello/hello.rs` to `$OUT_DIR/hello` (the `hello` image) and
+//! `init/init.rs` to `$OUT_DIR/init` (the init process of `docker run --init`). Both include
+//! `nostd/rt.rs`.
 //!
 //! It uses the same `rustc` that builds the crate (`$RUSTC`) and the target's default linker
 //! (`cc`), so it needs nothing beyond what building the workspace already needs. The program is
-//! `#![no_std]`/`#![no_main]` with its own `_start` and raw system calls; it exists for Linux on
-//! x86_64 and aarch64. For any other target the build writes an empty file and sets the cfg
-//! `berth_hello_unsupported`, and the crate reports the image as unavailable.
+//! `#![no_std]`/`#![no_main]` with its own `_start` and raw system calls; they exist for Linux on
+//! x86_64 and aarch64. For any other target the build writes empty files and sets the cfg
+//! `berth_programs_unsupported`, and the crate reports both as unavailable.
 
 use std::env;
 use std::path::PathBuf;
 use std::process::Command;
 
 fn main() {
-    println!("cargo::rerun-if-changed=hello/hello.rs");
+    const PROGRAMS: [&str; 2] = ["hello", "init"];
+    for program in PROGRAMS {
+        println!("cargo::rerun-if-changed={program}/{program}.rs");
+    }
+    println!("cargo::rerun-if-changed=nostd/rt.rs");
     println!("cargo::rerun-if-changed=build.rs");
-    println!("cargo::rustc-check-cfg=cfg(berth_hello_unsupported)");
+    println!("cargo::rustc-check-cfg=cfg(berth_programs_unsupported)");
 
     let out_dir = PathBuf::from(var("OUT_DIR"));
-    let manifest_dir = PathBuf::from(var("CARGO_MANIFEST_DIR"));
     let target = var("TARGET");
-    let out = out_dir.join("hello");
 
     let arch = var("CARGO_CFG_TARGET_ARCH");
     let os = var("CARGO_CFG_TARGET_OS");
     if os != "linux" || !(arch == "x86_64" || arch == "aarch64") {
         println!(
-            "cargo::warning=berth-embedded: no hello program for {target}; \
-             the embedded image is unavailable on this target"
+            "cargo::warning=berth-embedded: no hello or init program for {target}; \
+             the embedded image and --init are unavailable on this target"
         );
-        println!("cargo::rustc-cfg=berth_hello_unsupported");
-        if let Err(e) = std::fs::write(&out, b"") {
-            fail(&format!("cannot write {}: {e}", out.display()));
+        println!("cargo::rustc-cfg=berth_programs_unsupported");
+        for program in PROGRAMS {
+            let out = out_dir.join(program);
+            if let Err(e) = std::fs::write(&out, b"") {
+                fail(&format!("cannot write {}: {e}", out.display()));
+            }
         }
         return;
     }
+    for program in PROGRAMS {
+        compile(program, &target, &out_dir.join(program));
+    }
+}
 
+/// Compiles `<program>/<program>.rs` for `target` into the static executable `out`.
+fn compile(program: &str, target: &str, out: &std::path::Path) {
+    let manifest_dir = PathBuf::from(var("CARGO_MANIFEST_DIR"));
     let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
-    let source = manifest_dir.join("hello").join("hello.rs");
+    let source = manifest_dir.join(program).join(format!("{program}.rs"));
     let mut cmd = Command::new(&rustc);
     cmd.arg(&source)
         .args([
@@ -45,9 +59,9 @@ fn main() {
             "--crate-type",
             "bin",
             "--crate-name",
-            "hello",
+            program,
         ])
-        .args(["--target", &target])
+        .args(["--target", target])
         .args(["-C", "opt-level=z"])
         .args(["-C", "panic=abort"])
         .args(["-C", "relocation-model=static"])
@@ -68,7 +82,7 @@ fn main() {
             manifest_dir.display()
         ))
         .arg("-o")
-        .arg(&out)
+        .arg(out)
         // Flags meant for the workspace's own crates are not meant for this program.
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .env_remove("RUSTFLAGS");

@@ -13,7 +13,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClonedBinaryError {
-    #[error("opening /proc/self/exe: {0}")]
+    #[error("opening the executable to copy: {0}")]
     OpenSelf(std::io::Error),
     #[error("creating the in-memory copy of the runtime: {0}")]
     Memfd(std::io::Error),
@@ -80,6 +80,19 @@ pub fn ensure_cloned() -> Result<(), ClonedBinaryError> {
 
 fn clone_self() -> Result<OwnedFd, ClonedBinaryError> {
     let exe = File::open("/proc/self/exe").map_err(ClonedBinaryError::OpenSelf)?;
+    sealed_copy(&exe)
+}
+
+/// A sealed in-memory copy of the executable at `path`, for a caller that
+/// starts it many times: run as `/proc/self/fd/<fd>`, the program finds
+/// itself already cloned and [`ensure_cloned`] neither copies nor re-executes.
+/// The copy is close-on-exec in the caller.
+pub fn sealed_copy_of(path: &std::path::Path) -> Result<OwnedFd, ClonedBinaryError> {
+    let exe = File::open(path).map_err(ClonedBinaryError::OpenSelf)?;
+    sealed_copy(&exe)
+}
+
+fn sealed_copy(exe: &File) -> Result<OwnedFd, ClonedBinaryError> {
     let size = exe.metadata().map_err(ClonedBinaryError::OpenSelf)?.len();
     // SAFETY: memfd_create takes a NUL-terminated name and flags.
     let raw = unsafe {

@@ -37,6 +37,11 @@ pub enum ProcessError {
     Chdir { path: PathBuf, source: nix::Error },
     #[error("exec: {program:?}: executable file not found in $PATH")]
     NotFound { program: String },
+    /// A program named by a path that is missing, a directory or not
+    /// executable (`reason` as runc words it: `stat /x: no such file or
+    /// directory`, `permission denied`, `is a directory`).
+    #[error("exec: {program:?}: {reason}")]
+    CannotExecute { program: String, reason: String },
     #[error("exec {program:?}: {source}")]
     Exec { program: String, source: nix::Error },
     #[error("argument or environment contains a NUL byte: {0:?}")]
@@ -229,15 +234,19 @@ fn can_setgroups() -> bool {
         .unwrap_or(true)
 }
 
-/// Finds `program` the way execvp would, in the container's `PATH`.
+/// Finds `program` the way execvp would, in the container's `PATH`. A
+/// program named by a path must exist, not be a directory and be executable;
+/// the errors read like runc's (Go's `exec.LookPath`), which is what Docker
+/// clients match on to choose their exit code (127 not found, 126 cannot be
+/// run).
 pub fn find_executable(program: &str, env: &[String]) -> Result<PathBuf, ProcessError> {
     if program.contains('/') {
-        return if is_executable(Path::new(program)) {
-            Ok(PathBuf::from(program))
-        } else {
-            Err(ProcessError::NotFound {
+        return match check_executable(Path::new(program)) {
+            Ok(()) => Ok(PathBuf::from(program)),
+            Err(reason) => Err(ProcessError::CannotExecute {
                 program: program.to_string(),
-            })
+                reason,
+            }),
         };
     }
     let path_var = env
@@ -248,15 +257,35 @@ pub fn find_executable(program: &str, env: &[String]) -> Result<PathBuf, Process
         .split(':')
         .filter(|dir| !dir.is_empty())
         .map(|dir| Path::new(dir).join(program))
-        .find(|candidate| is_executable(candidate))
+        .find(|candidate| check_executable(candidate).is_ok())
         .ok_or_else(|| ProcessError::NotFound {
             program: program.to_string(),
         })
 }
 
-fn is_executable(path: &Path) -> bool {
-    nix::unistd::access(path, nix::unistd::AccessFlags::X_OK).is_ok()
-        && std::fs::metadata(path).is_ok_and(|m| m.is_file())
+/// Why `path` cannot be executed, worded as Go's `exec.LookPath` words it.
+fn check_executable(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|e| {
+        let errno = e.raw_os_error().map(nix::Error::from_raw).map(|e| e.desc());
+        format!(
+            "stat {}: {}",
+            path.display(),
+            errno.map_or_else(|| e.to_string(), |d| d.to_ascii_lowercase())
+        )
+    })?;
+    if meta.is_dir() {
+        return Err("is a directory".into());
+    }
+    match nix::unistd::access(path, nix::unistd::AccessFlags::X_OK) {
+        Ok(()) => Ok(()),
+        // Like Go: a kernel that cannot tell falls back to the mode bits.
+        Err(nix::Error::ENOSYS | nix::Error::EPERM) if meta.permissions().mode() & 0o111 != 0 => {
+            Ok(())
+        }
+        Err(nix::Error::ENOSYS | nix::Error::EPERM) => Err("permission denied".into()),
+        Err(e) => Err(e.desc().to_ascii_lowercase()),
+    }
 }
 
 /// Prepared argv/envp, built before the last privilege drop so nothing is
@@ -310,5 +339,50 @@ impl ExecImage {
                 source,
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn lookup_errors_read_like_runc() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let script = dir.path().join("script");
+        std::fs::write(&script, "#!/bin/sh\n").expect("write");
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, "data").expect("write");
+        std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let path_env = vec![format!("PATH=/nonexistent-dir:{}", dir.path().display())];
+        let show = |p: &Path| p.display().to_string();
+
+        assert_eq!(find_executable(&show(&script), &[]).expect("found"), script);
+        assert_eq!(find_executable("script", &path_env).expect("found"), script);
+        // A file that is not executable is skipped in PATH, like execvp.
+        let err = find_executable("plain", &path_env).expect_err("not executable");
+        assert_eq!(
+            err.to_string(),
+            "exec: \"plain\": executable file not found in $PATH"
+        );
+        let missing = dir.path().join("missing");
+        let err = find_executable(&show(&missing), &[]).expect_err("missing");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "exec: \"{0}\": stat {0}: no such file or directory",
+                show(&missing)
+            )
+        );
+        let err = find_executable(&show(dir.path()), &[]).expect_err("a directory");
+        assert!(err.to_string().ends_with(": is a directory"), "{err}");
+        // Root passes the X_OK check only when some execute bit is set.
+        let err = find_executable(&show(&plain), &[]).expect_err("not executable");
+        assert_eq!(
+            err.to_string(),
+            format!("exec: \"{}\": permission denied", show(&plain))
+        );
     }
 }

@@ -4,105 +4,21 @@
 //! container (its cgroup, how many capabilities it holds, whether a seccomp filter is on). Every
 //! claim it prints is read from the kernel, never assumed.
 //!
-//! It has no libc and no dynamic loader: `#![no_std]`, its own `_start`, raw system calls through
-//! inline assembly (x86_64 and aarch64), so the image needs nothing but this one file. `build.rs`
+//! It has no libc and no dynamic loader: `#![no_std]`, with the entry point and raw system calls of
+//! `../nostd/rt.rs` (x86_64 and aarch64), so the image needs nothing but this one file. `build.rs`
 //! compiles it with the host's `rustc` into a static executable of a few kilobytes.
 
 #![no_std]
 #![no_main]
 
-use core::panic::PanicInfo;
+#[path = "../nostd/rt.rs"]
+mod rt;
 
-/// Raw Linux system calls; the only `unsafe` in the program.
+/// The system calls `hello` makes beyond the runtime's.
 mod sys {
-    use core::arch::asm;
+    use crate::rt::{nr, syscall4};
 
-    #[cfg(target_arch = "x86_64")]
-    mod nr {
-        pub const READ: usize = 0;
-        pub const WRITE: usize = 1;
-        pub const CLOSE: usize = 3;
-        pub const GETPID: usize = 39;
-        pub const UNAME: usize = 63;
-        pub const EXIT_GROUP: usize = 231;
-        pub const OPENAT: usize = 257;
-    }
-
-    #[cfg(target_arch = "aarch64")]
-    mod nr {
-        pub const OPENAT: usize = 56;
-        pub const CLOSE: usize = 57;
-        pub const READ: usize = 63;
-        pub const WRITE: usize = 64;
-        pub const EXIT_GROUP: usize = 94;
-        pub const UNAME: usize = 160;
-        pub const GETPID: usize = 172;
-    }
-
-    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-    compile_error!("hello supports x86_64 and aarch64 only");
-
-    /// Issues system call `n` with up to four arguments; returns the kernel's raw result
-    /// (negative errno on failure).
-    ///
-    /// # Safety
-    /// The arguments must be valid for system call `n` (pointers to memory of the right size).
-    #[cfg(target_arch = "x86_64")]
-    unsafe fn syscall4(n: usize, a: usize, b: usize, c: usize, d: usize) -> isize {
-        let ret: isize;
-        // SAFETY: the x86_64 Linux system call ABI; rcx and r11 are clobbered by `syscall`. The
-        // caller guarantees the arguments are valid for this call.
-        unsafe {
-            asm!("syscall", inlateout("rax") n as isize => ret, in("rdi") a, in("rsi") b,
-                 in("rdx") c, in("r10") d, lateout("rcx") _, lateout("r11") _,
-                 options(nostack));
-        }
-        ret
-    }
-
-    /// Issues system call `n` with up to four arguments; returns the kernel's raw result
-    /// (negative errno on failure).
-    ///
-    /// # Safety
-    /// The arguments must be valid for system call `n` (pointers to memory of the right size).
-    #[cfg(target_arch = "aarch64")]
-    unsafe fn syscall4(n: usize, a: usize, b: usize, c: usize, d: usize) -> isize {
-        let ret: isize;
-        // SAFETY: the aarch64 Linux system call ABI (number in x8, result in x0). The caller
-        // guarantees the arguments are valid for this call.
-        unsafe {
-            asm!("svc 0", in("x8") n, inlateout("x0") a as isize => ret, in("x1") b,
-                 in("x2") c, in("x3") d, options(nostack));
-        }
-        ret
-    }
-
-    /// Writes all of `bytes` to `fd`; false if the kernel refused.
-    pub fn write_all(fd: usize, mut bytes: &[u8]) -> bool {
-        while !bytes.is_empty() {
-            // SAFETY: the pointer and length describe a live slice.
-            let n = unsafe { syscall4(nr::WRITE, fd, bytes.as_ptr() as usize, bytes.len(), 0) };
-            if n <= 0 {
-                return false;
-            }
-            bytes = bytes.get(n as usize..).unwrap_or(&[]);
-        }
-        true
-    }
-
-    pub fn exit(code: i32) -> ! {
-        loop {
-            // SAFETY: exit_group takes a plain integer and does not return.
-            unsafe {
-                syscall4(nr::EXIT_GROUP, code as usize, 0, 0, 0);
-            }
-        }
-    }
-
-    pub fn getpid() -> usize {
-        // SAFETY: getpid takes no arguments and cannot fail.
-        unsafe { syscall4(nr::GETPID, 0, 0, 0, 0) as usize }
-    }
+    pub use crate::rt::{exit, getpid, write_all};
 
     /// `struct utsname`: six NUL-padded fields of 65 bytes each.
     pub struct Utsname(pub [[u8; 65]; 6]);
@@ -169,85 +85,6 @@ mod sys {
         }
     }
 }
-
-/// The memory functions the compiler may call (`memcpy` for large copies, `bcmp` for slice
-/// equality, …), which libc would otherwise provide. Writes go through volatile stores so that
-/// the optimiser cannot turn these loops back into calls to themselves.
-mod mem {
-    #[no_mangle]
-    unsafe extern "C" fn memcpy(dst: *mut u8, src: *const u8, n: usize) -> *mut u8 {
-        for i in 0..n {
-            // SAFETY: the caller passes `n` valid bytes at both `src` and `dst`.
-            unsafe { dst.add(i).write_volatile(*src.add(i)) };
-        }
-        dst
-    }
-
-    #[no_mangle]
-    unsafe extern "C" fn memmove(dst: *mut u8, src: *const u8, n: usize) -> *mut u8 {
-        if (dst as usize) <= (src as usize) {
-            for i in 0..n {
-                // SAFETY: as memcpy; copying forwards is safe when `dst` precedes `src`.
-                unsafe { dst.add(i).write_volatile(*src.add(i)) };
-            }
-        } else {
-            for i in (0..n).rev() {
-                // SAFETY: as memcpy; copying backwards is safe when `dst` follows `src`.
-                unsafe { dst.add(i).write_volatile(*src.add(i)) };
-            }
-        }
-        dst
-    }
-
-    #[no_mangle]
-    unsafe extern "C" fn memset(dst: *mut u8, c: i32, n: usize) -> *mut u8 {
-        for i in 0..n {
-            // SAFETY: the caller passes `n` writable bytes at `dst`.
-            unsafe { dst.add(i).write_volatile(c as u8) };
-        }
-        dst
-    }
-
-    #[no_mangle]
-    unsafe extern "C" fn memcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
-        for i in 0..n {
-            // SAFETY: the caller passes `n` readable bytes at both pointers.
-            let (x, y) = unsafe { (a.add(i).read_volatile(), b.add(i).read_volatile()) };
-            if x != y {
-                return i32::from(x) - i32::from(y);
-            }
-        }
-        0
-    }
-
-    #[no_mangle]
-    unsafe extern "C" fn bcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
-        // SAFETY: the same contract as memcmp.
-        unsafe { memcmp(a, b, n) }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-core::arch::global_asm!(
-    ".globl _start",
-    "_start:",
-    "xor ebp, ebp",
-    "and rsp, -16",
-    "call {main}",
-    "ud2",
-    main = sym hello_main,
-);
-
-#[cfg(target_arch = "aarch64")]
-core::arch::global_asm!(
-    ".globl _start",
-    "_start:",
-    "mov x29, xzr",
-    "mov x30, xzr",
-    "bl {main}",
-    "brk #0",
-    main = sym hello_main,
-);
 
 /// A fixed-size output buffer; text past its end is dropped.
 struct Out {
@@ -332,7 +169,7 @@ fn cgroup_path(cgroup: &[u8]) -> Option<&[u8]> {
     unified
 }
 
-extern "C" fn hello_main() -> ! {
+extern "C" fn program_main(_stack: *const usize) -> ! {
     let mut out = Out {
         buf: [0; 1024],
         len: 0,
@@ -395,9 +232,4 @@ extern "C" fn hello_main() -> ! {
 
     let ok = sys::write_all(1, &out.buf[..out.len]);
     sys::exit(if ok { 0 } else { 1 })
-}
-
-#[panic_handler]
-fn panic(_: &PanicInfo) -> ! {
-    sys::exit(101)
 }

@@ -1,5 +1,5 @@
 //! The `hello` image built into Berth's binaries, so `berth run --rm hello` works on a machine
-//! that cannot reach any registry.
+//! that cannot reach any registry; and the init program of `--init` ([`init_binary`]).
 //!
 //! The image holds one file, `/hello`: a static, libc-free program (`hello/hello.rs`, compiled
 //! by `build.rs` for the target) that greets from inside its container and reports its pid,
@@ -23,6 +23,8 @@ mod tar;
 
 /// The static `hello` executable, as `build.rs` compiled it.
 static HELLO: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/hello"));
+/// The static init program (`init/init.rs`), as `build.rs` compiled it.
+static INIT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/init"));
 
 /// The name users type: `berth run --rm hello`.
 pub const REFERENCE: &str = "hello:latest";
@@ -52,7 +54,20 @@ pub const CONTAINERD_NAME_ANNOTATION: &str = "io.containerd.image.name";
 /// build script has nothing to compile, [`hello_binary`] is empty, and the image must not be
 /// offered.
 pub fn is_available() -> bool {
-    !cfg!(berth_hello_unsupported) && !HELLO.is_empty()
+    !cfg!(berth_programs_unsupported) && !HELLO.is_empty()
+}
+
+/// The init process of `docker run --init` (the engine mounts it at `/sbin/docker-init`): a
+/// static, libc-free program that runs its arguments as its child, forwards the signals it gets
+/// to that child, reaps every orphan and exits with the child's status (128+N when signal N
+/// killed it). See `init/init.rs`. Empty when the target has no such program (as for
+/// [`is_available`]).
+pub fn init_binary() -> &'static [u8] {
+    if cfg!(berth_programs_unsupported) {
+        &[]
+    } else {
+        INIT
+    }
 }
 
 /// The static `hello` executable: no libc, no loader, runs in an empty root filesystem.
@@ -291,12 +306,13 @@ mod tests {
     }
 
     #[test]
-    fn binary_is_a_static_elf() {
+    fn binaries_are_small_elf_files() {
         if !is_available() {
             return;
         }
-        let bin = hello_binary();
-        assert_eq!(&bin[..4], b"\x7fELF");
-        assert!(bin.len() < 64 * 1024, "hello is {} bytes", bin.len());
+        for (name, bin) in [("hello", hello_binary()), ("init", init_binary())] {
+            assert_eq!(&bin[..4], b"\x7fELF", "{name}");
+            assert!(bin.len() < 64 * 1024, "{name} is {} bytes", bin.len());
+        }
     }
 }

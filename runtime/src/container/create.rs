@@ -62,7 +62,12 @@ impl Runtime {
             .as_ref()
             .ok_or_else(|| RuntimeError::Child("config.json: \"linux\" is missing".into()))?;
         let plan = NamespacePlan::from_spec(linux.namespaces().as_deref().unwrap_or_default())?;
-        let seccomp = linux.seccomp().as_ref().map(seccomp::compile).transpose()?;
+        let seccomp_cache = self.root.join(super::SECCOMP_CACHE);
+        let seccomp = linux
+            .seccomp()
+            .as_ref()
+            .map(|s| seccomp::compile_cached(s, &seccomp_cache))
+            .transpose()?;
         let cgroup_root = Path::new(super::CGROUP_ROOT);
         let cgroup_mode = cgroups::detect_mode(cgroup_root)?;
         crate::rootfs::validate(&bundle.spec, &bundle.rootfs)?;
@@ -351,7 +356,7 @@ fn run_intermediate(ctx: &InitContext<'_>, in_cgroup: bool) -> ! {
 
 fn intermediate_steps(ctx: &InitContext<'_>, in_cgroup: bool) -> Result<(), RuntimeError> {
     if !in_cgroup {
-        ctx.cgroup.add_task(nix::unistd::getpid())?;
+        ctx.cgroup.join_single_threaded()?;
     }
     process::apply_resource_limits(ctx.bundle.process())?;
     ctx.plan.join_where(|k| k == LinuxNamespaceType::User)?;

@@ -75,7 +75,11 @@ impl Container {
         let plan = NamespacePlan::for_exec(self.state.pid, &kinds)?;
         let seccomp = linux
             .and_then(|l| l.seccomp().as_ref())
-            .map(seccomp::compile)
+            .map(|s| match self.dir.parent() {
+                // The container's directory is in the runtime root.
+                Some(root) => seccomp::compile_cached(s, &root.join(super::SECCOMP_CACHE)),
+                None => seccomp::compile(s),
+            })
             .transpose()?;
         let cgroup = self.cgroup()?;
         let console = opts
@@ -195,7 +199,7 @@ fn intermediate_steps(ctx: &ExecContext<'_>, in_cgroup: bool) -> Result<(), Runt
     // to reach into this one while it runs the runtime's code.
     process::make_non_dumpable()?;
     if !in_cgroup {
-        ctx.cgroup.add_task(nix::unistd::getpid())?;
+        ctx.cgroup.join_single_threaded()?;
     }
     process::apply_resource_limits(ctx.process)?;
     ctx.plan.join_where(|k| k == LinuxNamespaceType::User)?;

@@ -22,6 +22,8 @@ pub(crate) const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 pub(crate) const CONFIG_COPY: &str = "config.json";
 /// The fifo a created container's init waits on until `start`.
 pub(crate) const EXEC_FIFO: &str = "exec.fifo";
+/// Compiled seccomp filters, in the root (not a valid container id).
+pub(crate) const SECCOMP_CACHE: &str = ".seccomp";
 
 /// Options of `create` and `run`.
 #[derive(Debug, Clone, Default)]

@@ -26,6 +26,7 @@
 //! No `NO_NEW_PRIVS` is set here: the init process sets it when the spec asks
 //! for it. Without it, loading needs `CAP_SYS_ADMIN`.
 
+mod cache;
 mod docker_default;
 mod notify;
 #[cfg(test)]
@@ -43,6 +44,7 @@ use oci_spec::runtime::{
     LinuxSeccompOperator, LinuxSyscall,
 };
 
+pub use cache::compile_cached;
 pub use docker_default::{docker_default_profile, docker_default_profile_for};
 pub use notify::{process_state_json, send_notify_fd};
 

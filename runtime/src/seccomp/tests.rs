@@ -593,3 +593,70 @@ fn trap_trace_and_kill_thread_actions() {
         }
     }
 }
+
+/// The program as the kernel gets it, for comparing filters.
+fn program_bytes(filter: &SeccompFilter) -> Vec<(u16, u8, u8, u32)> {
+    filter
+        .program
+        .iter()
+        .map(|i| (i.code, i.jt, i.jf, i.k))
+        .collect()
+}
+
+#[test]
+fn cached_filters_are_the_compiled_ones_and_bad_files_are_recompiled() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = dir.path().join(".seccomp");
+    let config = docker_default_profile();
+    let compiled = compile(&config).expect("compile");
+
+    // A miss compiles and stores one file; a hit reads it back.
+    let first = compile_cached(&config, &cache).expect("miss");
+    let files: Vec<_> = std::fs::read_dir(&cache)
+        .expect("cache dir made")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let second = compile_cached(&config, &cache).expect("hit");
+    for f in [&first, &second] {
+        assert_eq!(program_bytes(f), program_bytes(&compiled));
+        assert_eq!(f.flags, compiled.flags);
+        assert_eq!(f.notify, compiled.notify);
+    }
+
+    // Another profile under the same file name (or a file cut short) is
+    // not used: the stored key differs, so it is compiled again.
+    let other = profile(
+        r#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["getpid"], "action": "SCMP_ACT_ERRNO"}]}"#,
+    );
+    let other_file = {
+        let scratch = dir.path().join("scratch");
+        compile_cached(&other, &scratch).expect("other");
+        let f = std::fs::read_dir(&scratch)
+            .expect("scratch")
+            .next()
+            .expect("one")
+            .expect("entry");
+        std::fs::read(f.path()).expect("read")
+    };
+    std::fs::write(&files[0], &other_file).expect("plant");
+    assert_eq!(
+        program_bytes(&compile_cached(&config, &cache).expect("collision")),
+        program_bytes(&compiled)
+    );
+    let good = std::fs::read(&files[0]).expect("rewritten");
+    std::fs::write(&files[0], &good[..good.len() - 8]).expect("truncate");
+    let truncated = compile_cached(&config, &cache).expect("truncated");
+    assert_eq!(program_bytes(&truncated), program_bytes(&compiled));
+
+    // The cached filter works like the compiled one.
+    let status = in_child(|| {
+        load_or_exit(&second);
+        // Docker's default profile refuses new namespaces without CAP_SYS_ADMIN.
+        if sys2(libc::SYS_unshare, libc::CLONE_NEWUTS as libc::c_long, 0) != libc::EPERM {
+            return 1;
+        }
+        0
+    });
+    assert_exit_zero(status);
+}
