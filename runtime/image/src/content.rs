@@ -106,6 +106,14 @@ pub enum ContentError {
         #[source]
         source: io::Error,
     },
+    #[error("hashing ingest of {digest}: reading {path} at offset {offset}: {source}")]
+    Hash {
+        digest: Digest,
+        path: PathBuf,
+        offset: u64,
+        #[source]
+        source: io::Error,
+    },
     #[error("writing blob {digest} to {path} at offset {offset}: {source}")]
     Write {
         digest: Digest,
@@ -358,7 +366,10 @@ impl VerifyReport {
 /// verified size and digest.
 ///
 /// Writes are buffered (1 MiB) and hashed as they reach the file; nothing is
-/// fsynced before `commit`. After a write error the ingest is *poisoned*:
+/// fsynced before `commit`. [`Ingest::append_persisted`] is the other way to
+/// write: straight to the file, hashed later from the file itself
+/// ([`Ingest::hash_behind`], at the latest by `commit`), for a writer that
+/// must keep everything it received if it is killed the next moment. After a write error the ingest is *poisoned*:
 /// further writes and `commit` fail until [`Ingest::recover`] (or
 /// [`Ingest::truncate_to`]/[`Ingest::reset`]) re-reads the file, or the ingest
 /// is dropped and started again. Dropping an ingest flushes its buffer (so
@@ -371,8 +382,11 @@ pub struct Ingest {
     blob_path: PathBuf,
     file: File,
     buf: Vec<u8>,
-    /// Hash of the bytes in the file (not of `buf`).
+    /// Hash of the first `hashed` bytes in the file (never of `buf`).
     hasher: Hasher,
+    hashed: u64,
+    /// Read buffer of `hash_behind`, kept between calls.
+    scratch: Vec<u8>,
     /// Bytes in the file.
     written: u64,
     poisoned: bool,
@@ -635,6 +649,8 @@ impl ContentStore {
             file,
             buf: Vec::new(),
             hasher,
+            hashed: len,
+            scratch: Vec::new(),
             written: len,
             poisoned: false,
             done: false,
@@ -956,6 +972,17 @@ impl Ingest {
     /// Writes `data` to the file and hashes it. On error the ingest is
     /// poisoned: part of `data` may be on disk.
     fn write_through(&mut self, data: &[u8]) -> Result<(), ContentError> {
+        // The hasher must cover the file up to here before it takes `data`.
+        self.hash_behind(u64::MAX)?;
+        self.write_unhashed(data)?;
+        self.hasher.update(data);
+        self.hashed += data.len() as u64;
+        Ok(())
+    }
+
+    /// Writes `data` to the file without hashing it. On error the ingest is
+    /// poisoned: part of `data` may be on disk.
+    fn write_unhashed(&mut self, data: &[u8]) -> Result<(), ContentError> {
         if let Err(e) = self.file.write_all(data) {
             self.poisoned = true;
             // What reached the disk before the error (e.g. ENOSPC) is a valid
@@ -965,7 +992,6 @@ impl Ingest {
             }
             return Err(self.write_error(e));
         }
-        self.hasher.update(data);
         self.written += data.len() as u64;
         Ok(())
     }
@@ -1009,6 +1035,82 @@ impl Ingest {
             self.buf.extend_from_slice(data);
             Ok(())
         }
+    }
+
+    /// Appends `data` straight to the file (a `write(2)`, no buffering and no
+    /// hashing): once this returns, the bytes survive the process being
+    /// killed and the next ingest resumes after them. The hash is computed
+    /// later from the file ([`Ingest::hash_behind`]; `commit` finishes it),
+    /// which also means the digest check covers what is really on disk.
+    pub fn append_persisted(&mut self, data: &[u8]) -> Result<(), ContentError> {
+        if self.poisoned {
+            return Err(self.poisoned_error());
+        }
+        if let Some(expected) = self.size {
+            if self.offset() + data.len() as u64 > expected {
+                return Err(ContentError::TooLarge {
+                    digest: self.digest.clone(),
+                    expected,
+                });
+            }
+        }
+        self.flush_buf()?;
+        self.write_unhashed(data)
+    }
+
+    /// Bytes in the file not hashed yet (written with
+    /// [`Ingest::append_persisted`]).
+    pub fn unhashed(&self) -> u64 {
+        self.written - self.hashed
+    }
+
+    /// Hashes up to `max` of the [`Ingest::unhashed`] bytes, reading them
+    /// back from the file (the page cache, normally); returns how many.
+    pub fn hash_behind(&mut self, max: u64) -> Result<u64, ContentError> {
+        let end = self.written.min(self.hashed.saturating_add(max));
+        let start = self.hashed;
+        if end <= start {
+            return Ok(0);
+        }
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let r = self.hash_range(&mut scratch, end);
+        self.scratch = scratch;
+        r.map(|()| end - start)
+    }
+
+    fn hash_range(&mut self, scratch: &mut Vec<u8>, end: u64) -> Result<(), ContentError> {
+        let len = usize::try_from(end - self.hashed)
+            .unwrap_or(BUF_SIZE)
+            .min(BUF_SIZE);
+        if scratch.len() < len {
+            scratch.resize(len, 0);
+        }
+        while self.hashed < end {
+            let want = usize::try_from(end - self.hashed)
+                .unwrap_or(scratch.len())
+                .min(scratch.len());
+            let n = match self.file.read_at(&mut scratch[..want], self.hashed) {
+                Ok(0) => Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "file ended at {} bytes, {} were written",
+                        self.hashed, self.written
+                    ),
+                )),
+                Ok(n) => Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => Err(e),
+            }
+            .map_err(|source| ContentError::Hash {
+                digest: self.digest.clone(),
+                path: self.data_path.clone(),
+                offset: self.hashed,
+                source,
+            })?;
+            self.hasher.update(&scratch[..n]);
+            self.hashed += n as u64;
+        }
+        Ok(())
     }
 
     /// Re-reads the first `offset` bytes on disk (dropping any buffered
@@ -1056,6 +1158,7 @@ impl Ingest {
             .seek(SeekFrom::Start(target))
             .map_err(|e| truncate_err(e, target))?;
         self.written = target;
+        self.hashed = target;
         self.poisoned = false;
         Ok(target)
     }
@@ -1089,6 +1192,7 @@ impl Ingest {
     /// digest: the data is discarded.
     pub fn commit(mut self) -> Result<(), ContentError> {
         self.flush_buf()?;
+        self.hash_behind(u64::MAX)?;
         let actual_len = self.written;
         if let Some(expected) = self.size {
             if actual_len != expected {

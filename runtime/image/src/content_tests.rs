@@ -144,6 +144,62 @@ fn resume_after_crash() {
 }
 
 #[test]
+fn persisted_appends_survive_a_kill_and_hash_from_disk() {
+    let (_t, s) = store();
+    let bytes = data(3 * 1024 * 1024 + 999, 11);
+    let d = Digest::sha256_of(&bytes);
+    let cut = 2 * 1024 * 1024 + 77;
+    let mut ing = s.ingest(&d, Some(bytes.len() as u64)).unwrap();
+    for chunk in bytes[..cut].chunks(70_001) {
+        ing.append_persisted(chunk).unwrap();
+    }
+    assert_eq!(ing.offset(), cut as u64);
+    assert_eq!(ing.unhashed(), cut as u64);
+    assert_eq!(ing.hash_behind(100_000).unwrap(), 100_000);
+    assert_eq!(ing.unhashed(), cut as u64 - 100_000);
+    // On disk already, while the ingest is open: a kill (no destructor, no
+    // flush on the way out) keeps all of it.
+    assert_eq!(fs::metadata(ing.path()).unwrap().len(), cut as u64);
+    drop(ing);
+
+    let mut ing = s.ingest(&d, Some(bytes.len() as u64)).unwrap();
+    assert_eq!(ing.offset(), cut as u64, "every persisted byte is kept");
+    assert_eq!(ing.unhashed(), 0, "a resumed ingest hashed what is on disk");
+    // Persisted, buffered and large appends mixed: the hash stays in order.
+    ing.append_persisted(&bytes[cut..cut + 5000]).unwrap();
+    ing.write_all(&bytes[cut + 5000..cut + 9000]).unwrap();
+    ing.append_persisted(&bytes[cut + 9000..cut + 20_000])
+        .unwrap();
+    assert_eq!(ing.hash_behind(3000).unwrap(), 3000);
+    ing.write_all(&bytes[cut + 20_000..]).unwrap();
+    ing.commit().unwrap();
+    assert_eq!(s.read_all(&d).unwrap(), bytes);
+    assert_consistent(&s);
+}
+
+#[test]
+fn persisted_appends_are_verified_as_they_are_on_disk() {
+    let (_t, s) = store();
+    let bytes = data(500_000, 12);
+    let d = Digest::sha256_of(&bytes);
+    let mut ing = s.ingest(&d, Some(bytes.len() as u64)).unwrap();
+    ing.append_persisted(&bytes).unwrap();
+    // Changed on disk after it was written (not yet hashed): caught.
+    let f = OpenOptions::new().write(true).open(ing.path()).unwrap();
+    f.write_at(b"X", 1234).unwrap();
+    let e = ing.commit().unwrap_err();
+    assert!(matches!(e, ContentError::DigestMismatch { .. }), "{e}");
+    assert_eq!(s.info(&d).unwrap(), None);
+    // Too much data is refused before it is written.
+    let mut ing = s.ingest(&d, Some(bytes.len() as u64)).unwrap();
+    ing.append_persisted(&bytes[..400_000]).unwrap();
+    let e = ing.append_persisted(&bytes[..200_000]).unwrap_err();
+    assert!(matches!(e, ContentError::TooLarge { .. }), "{e}");
+    assert_eq!(ing.offset(), 400_000);
+    assert_consistent(&s);
+}
+
+#[test]
 fn resume_partial_left_by_a_killed_process() {
     // The data file as a killed process leaves it: no lock held, no size file.
     let (_t, s) = store();

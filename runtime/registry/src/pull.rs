@@ -20,6 +20,12 @@ use crate::{ref_string, Progress, ProgressFn, SkipReason};
 /// Largest manifest accepted (as containerd).
 const MAX_MANIFEST: usize = 4 << 20;
 
+/// How much of a blob the ingest writer hashes between two looks at its queue.
+const HASH_STEP: u64 = 256 << 10;
+/// How far hashing may fall behind the bytes written before the writer hashes
+/// even while chunks are waiting.
+const MAX_HASH_LAG: u64 = 32 << 20;
+
 /// The outcome of a pull: everything is in the content store except layers
 /// with `skipped` set.
 #[derive(Debug, Clone)]
@@ -605,16 +611,31 @@ fn write_ingest(
     if ready.send(Some(ingest.offset())).is_err() {
         return Ok(false);
     }
-    while let Some(msg) = rx.blocking_recv() {
+    loop {
+        // Persisting comes first: each chunk is written to the file as soon
+        // as it arrives, so a SIGKILL loses only what is still queued here.
+        // Hashing trails behind from the page cache while no chunk waits.
+        let msg = match rx.try_recv() {
+            Ok(msg) => msg,
+            Err(mpsc::error::TryRecvError::Disconnected) => break,
+            Err(mpsc::error::TryRecvError::Empty) => {
+                if ingest.unhashed() > 0 {
+                    ingest.hash_behind(HASH_STEP)?;
+                    continue;
+                }
+                match rx.blocking_recv() {
+                    Some(msg) => msg,
+                    None => break,
+                }
+            }
+        };
         match msg {
             WriterMsg::Data(bytes) => {
-                ingest.append(&bytes)?;
-                // Batch writes while data streams in, but hand what we have
-                // to the kernel whenever the network is the bottleneck, so a
-                // killed pull keeps (nearly) everything it received.
-                if rx.is_empty() {
-                    std::io::Write::flush(&mut ingest)
-                        .map_err(|e| ContentError::from_ingest_io(&ingest, e))?;
+                ingest.append_persisted(&bytes)?;
+                // Bounded lag: the tail to hash stays in the page cache and
+                // the hash left for commit stays short.
+                if ingest.unhashed() > MAX_HASH_LAG {
+                    ingest.hash_behind(HASH_STEP)?;
                 }
             }
             WriterMsg::Reset => ingest.reset()?,

@@ -310,19 +310,54 @@ async fn chunked_push_exists_skip_and_cross_repo_mount() {
     assert!(dst.verify().expect("verify").is_consistent());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn interrupted_pull_resumes_with_range() {
-    let reg = Registry::start();
-    let tmp = TempDir::new().expect("tmp");
-    let proxy = CountingProxy::start(reg.port).await;
-    let client = RegistryClient::new(config(&tmp)).expect("client");
+/// Asserts what a resumed pull of a one-layer image asked for: the manifest
+/// by HEAD only and no config (both were stored by the interrupted pull), and
+/// one GET of the layer asking for exactly the bytes not on disk.
+fn assert_resume_requests(requests: &[String], layer: &Digest, offset: u64) {
+    let lines: Vec<&str> = requests
+        .iter()
+        .map(|r| r.lines().next().unwrap_or(""))
+        .collect();
+    let gets: Vec<&String> = requests
+        .iter()
+        .filter(|r| r.starts_with("GET ") && !r.starts_with("GET /v2/ "))
+        .collect();
+    assert_eq!(gets.len(), 1, "one GET (the layer) on resume: {lines:?}");
+    let get = gets[0].to_ascii_lowercase();
+    assert!(
+        get.starts_with(&format!("get /v2/test/big/blobs/{layer} ")),
+        "{lines:?}"
+    );
+    assert!(
+        get.lines()
+            .any(|l| l.trim() == format!("range: bytes={offset}-")),
+        "the layer GET asks for bytes {offset}-: {get}"
+    );
+}
+
+fn layer_started_offset(events: &[Progress], layer: &Digest) -> u64 {
+    events
+        .iter()
+        .find_map(|e| match e {
+            Progress::LayerStarted { digest, offset, .. } if digest == layer => Some(*offset),
+            _ => None,
+        })
+        .expect("layer started")
+}
+
+/// Pushes a one-layer image of `size` random bytes as `test/big:latest`
+/// straight to `reg` (not through any proxy).
+async fn push_big(
+    reg: &Registry,
+    client: &RegistryClient,
+    tmp: &TempDir,
+    size: usize,
+) -> TestImage {
     let src = store_in(&tmp.path().join("src"));
-    let size = 30 << 20;
-    let name = format!("127.0.0.1:{}/test/big:latest", proxy.port);
     let image = build_image(&src, &[random_bytes(size, 99)], "amd64");
     client
         .push(
-            &reference(&name),
+            &reference(&format!("{}/test/big:latest", reg.host())),
             &image.manifest,
             &src,
             &PushOptions::default(),
@@ -330,8 +365,25 @@ async fn interrupted_pull_resumes_with_range() {
         )
         .await
         .expect("push");
+    image
+}
+
+/// Response bytes a resumed pull may fetch beyond the missing part of the
+/// layer: HTTP response heads (the manifest HEAD and the blob GET).
+const HEADS_ALLOWANCE: u64 = 2048;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupted_pull_resumes_with_range() {
+    let reg = Registry::start();
+    let tmp = TempDir::new().expect("tmp");
+    let client = RegistryClient::new(config(&tmp)).expect("client");
+    let size = 30 << 20;
+    let image = push_big(&reg, &client, &tmp, size).await;
     let layer = image.layers[0].0.clone();
 
+    // Cancelled (the future dropped) a third of the way through.
+    let proxy = CountingProxy::start(reg.port).await;
+    let name = format!("127.0.0.1:{}/test/big:latest", proxy.port);
     let dst = store_in(&tmp.path().join("dst"));
     let cut = Arc::new(tokio::sync::Notify::new());
     let notify = cut.clone();
@@ -353,32 +405,143 @@ async fn interrupted_pull_resumes_with_range() {
         dst.info(&layer).expect("info").is_none(),
         "nothing committed"
     );
-    // Let the cut connection's in-flight bytes drain before counting.
-    tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let before = proxy.bytes();
+    // A new connection path for the resumed pull, so that only its bytes count.
+    let proxy = CountingProxy::start(reg.port).await;
+    let name = format!("127.0.0.1:{}/test/big:latest", proxy.port);
     let events = Events::default();
     let ev = events.clone();
     let pulled = client
         .pull(&reference(&name), None, &dst, &move |p| ev.push(p))
         .await
         .expect("resumed pull");
-    let fetched = proxy.bytes() - before;
     assert_eq!(pulled.manifest.digest, image.manifest);
-    let offset = events
-        .take()
-        .iter()
-        .find_map(|e| match e {
-            Progress::LayerStarted { digest, offset, .. } if *digest == layer => Some(*offset),
-            _ => None,
-        })
-        .expect("layer started");
+    let offset = layer_started_offset(&events.take(), &layer);
+    // Every chunk handed over before the cancel was written: the cancelled
+    // writer drains its queue.
     assert!(offset >= stop_at, "resumed from {offset}, cut at {stop_at}");
     let missing = size as u64 - offset;
+    let fetched = proxy.bytes();
     assert!(
-        fetched < missing + (256 << 10),
-        "fetched {fetched} bytes on resume, only {missing} were missing"
+        fetched >= missing && fetched <= missing + HEADS_ALLOWANCE,
+        "fetched {fetched} bytes on resume, {missing} were missing"
     );
+    assert_resume_requests(&proxy.requests(), &layer, offset);
+    assert!(dst.verify().expect("verify").is_consistent());
+}
+
+const KILLED_PULL_ENV: &str = "BERTH_TEST_KILLED_PULL";
+
+/// Not a test of its own: `killed_pull_resumes_from_what_reached_the_disk`
+/// runs it in a child process (so that it can SIGKILL it), with
+/// `BERTH_TEST_KILLED_PULL=<reference> <store dir> <scratch dir>`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run in a child process by killed_pull_resumes_from_what_reached_the_disk"]
+async fn killed_pull_child() {
+    let spec = std::env::var(KILLED_PULL_ENV)
+        .expect("run by killed_pull_resumes_from_what_reached_the_disk");
+    let [name, store, scratch]: [&str; 3] = spec
+        .split(' ')
+        .collect::<Vec<_>>()
+        .try_into()
+        .expect("<reference> <store> <scratch>");
+    let client = RegistryClient::new(ClientConfig {
+        docker_config: Some(std::path::Path::new(scratch).join("docker-config.json")),
+        docker_hub_endpoint: "http://127.0.0.1:1".into(),
+        ..Default::default()
+    })
+    .expect("client");
+    let store = store_in(std::path::Path::new(store));
+    let r = client.pull(&reference(name), None, &store, &|_| {}).await;
+    panic!("the pull should have been killed while it waited for data, but it ended: {r:?}");
+}
+
+/// The daemon killed mid-pull (SIGKILL, no destructor runs): every byte the
+/// process had received is on disk, and the next pull fetches only the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_pull_resumes_from_what_reached_the_disk() {
+    let reg = Registry::start();
+    let tmp = TempDir::new().expect("tmp");
+    let client = RegistryClient::new(config(&tmp)).expect("client");
+    let size = 24 << 20;
+    let image = push_big(&reg, &client, &tmp, size).await;
+    let layer = image.layers[0].0.clone();
+
+    // The proxy delivers `limit` bytes (manifest, config and the first part
+    // of the layer), then holds the connection open: the child pull waits.
+    let limit = 9_000_000u64;
+    let proxy = CountingProxy::start_gated(reg.port, limit).await;
+    let name = format!("127.0.0.1:{}/test/big:latest", proxy.port);
+    let dst_dir = tmp.path().join("dst");
+    let scratch = TempDir::new().expect("scratch");
+    let mut child = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args(["--exact", "killed_pull_child", "--ignored", "--nocapture"])
+        .env(
+            KILLED_PULL_ENV,
+            format!("{name} {} {}", dst_dir.display(), scratch.path().display()),
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn the child pull");
+    let dst = store_in(&dst_dir);
+    let on_disk = || {
+        dst.list_ingests()
+            .ok()
+            .and_then(|l| l.into_iter().find(|i| i.digest == layer))
+            .map(|i| i.offset)
+            .unwrap_or(0)
+    };
+    // What the proxy let through before the layer's body: heads, manifest,
+    // config. The layer's part is at least `limit` minus this.
+    let before_layer = 8192;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !(proxy.bytes() == limit && on_disk() >= limit - before_layer) {
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut err);
+            }
+            panic!("the child pull exited ({status}): {err}");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the received bytes did not reach the disk while the pull waited: proxy sent {} of {limit}, {} on disk",
+            proxy.bytes(),
+            on_disk()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().expect("SIGKILL the child");
+    let _ = child.wait();
+    assert!(
+        dst.info(&layer).expect("info").is_none(),
+        "nothing committed"
+    );
+    let kept = on_disk();
+    assert!(
+        kept <= limit,
+        "{kept} bytes on disk, only {limit} were sent"
+    );
+
+    let proxy = CountingProxy::start(reg.port).await;
+    let name = format!("127.0.0.1:{}/test/big:latest", proxy.port);
+    let events = Events::default();
+    let ev = events.clone();
+    let pulled = client
+        .pull(&reference(&name), None, &dst, &move |p| ev.push(p))
+        .await
+        .expect("resumed pull");
+    assert_eq!(pulled.manifest.digest, image.manifest);
+    assert_eq!(layer_started_offset(&events.take(), &layer), kept);
+    let missing = size as u64 - kept;
+    let fetched = proxy.bytes();
+    assert!(
+        fetched >= missing && fetched <= missing + HEADS_ALLOWANCE,
+        "fetched {fetched} bytes on resume, {missing} were missing"
+    );
+    assert_resume_requests(&proxy.requests(), &layer, kept);
+    assert!(dst.list_ingests().expect("ingests").is_empty());
     assert!(dst.verify().expect("verify").is_consistent());
 }
 

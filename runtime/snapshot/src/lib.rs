@@ -15,7 +15,10 @@ mod tarstream;
 pub mod unpack;
 
 pub use export::{export_entry, export_mounts, export_tar, ExportError};
-pub use mounts::{mount, mount_overlay_legacy, unmount, MountError, MountGuard, Mounts};
+pub use mounts::{
+    is_mount_point, mount, mount_overlay_legacy, unmount, unmount_all, MountError, MountGuard,
+    Mounts,
+};
 pub use snapshotter::{
     chain_id, LayerOutcome, SnapshotError, SnapshotMode, SnapshotUsage, Snapshotter, UsageKind,
 };

@@ -391,10 +391,13 @@ fn mount_overlay_fsconfig(m: &Mounts, target: &Path) -> Result<(), FsconfigError
         )
     };
     if r < 0 {
-        return Err(FsconfigError::Failed(
-            "fsconfig create",
-            io::Error::last_os_error(),
-        ));
+        let e = io::Error::last_os_error();
+        // Before 6.5 overlay parsed options the legacy way: fsconfig accepts any key and
+        // `lowerdir+` is only rejected here (seen on Debian 12's 6.1 kernel in the VM).
+        if e.raw_os_error() == Some(libc::EINVAL) {
+            return Err(FsconfigError::Unsupported);
+        }
+        return Err(FsconfigError::Failed("fsconfig create", e));
     }
     let attrs = if upperdir.is_none() {
         libc::MOUNT_ATTR_RDONLY
@@ -429,6 +432,71 @@ fn mount_overlay_fsconfig(m: &Mounts, target: &Path) -> Result<(), FsconfigError
             "move_mount",
             io::Error::last_os_error(),
         ));
+    }
+    Ok(())
+}
+
+/// Whether `path` is the root of a mount. Comparing device numbers with the parent misses bind
+/// mounts within one filesystem (the copy-mode rootfs, volumes on the data disk), so this asks
+/// the kernel (`STATX_ATTR_MOUNT_ROOT`, Linux 5.8+) and falls back to `/proc/self/mountinfo`.
+pub fn is_mount_point(path: &Path) -> bool {
+    let Ok(c) = cpath(path) else {
+        return false;
+    };
+    // SAFETY: an all-zero statx is a valid out-buffer.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is NUL-terminated and `stx` is a writable statx for the call.
+    let r = unsafe {
+        libc::statx(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+            0,
+            &mut stx,
+        )
+    };
+    if r == 0 && stx.stx_attributes_mask & libc::STATX_ATTR_MOUNT_ROOT as u64 != 0 {
+        return stx.stx_attributes & libc::STATX_ATTR_MOUNT_ROOT as u64 != 0;
+    }
+    let Ok(canonical) = std::fs::canonicalize(path) else {
+        return false;
+    };
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|info| {
+            info.lines()
+                .filter_map(|l| l.split(' ').nth(4))
+                .any(|mp| unescape_mountinfo(mp) == canonical)
+        })
+        .unwrap_or(false)
+}
+
+/// Mount points in mountinfo escape space, tab, newline and backslash as octal.
+fn unescape_mountinfo(field: &str) -> PathBuf {
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|d| b[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match octal {
+            Some(d) => {
+                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+                i += 4;
+            }
+            None => {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+    }
+    PathBuf::from(std::ffi::OsStr::from_bytes(&out))
+}
+
+/// Unmounts every mount stacked on `target` (lazily when busy), so the directory can be removed.
+pub fn unmount_all(target: &Path) -> Result<(), MountError> {
+    while is_mount_point(target) {
+        unmount(target)?;
     }
     Ok(())
 }
@@ -469,5 +537,17 @@ pub struct MountGuard(pub PathBuf);
 impl Drop for MountGuard {
     fn drop(&mut self) {
         let _ = unmount(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod mount_point_tests {
+    use super::*;
+
+    #[test]
+    fn mount_points_and_mountinfo_escapes() {
+        assert_eq!(unescape_mountinfo("/a\\040b/c"), PathBuf::from("/a b/c"));
+        assert!(is_mount_point(Path::new("/proc")));
+        assert!(!is_mount_point(Path::new("/proc/self")));
     }
 }

@@ -171,7 +171,16 @@ impl Snapshotter {
         let copy = match mode {
             SnapshotMode::Overlay => false,
             SnapshotMode::Copy => true,
-            SnapshotMode::Auto => !overlay_works(&root),
+            SnapshotMode::Auto => {
+                match probe_overlay(&root) {
+                    Ok(()) => false,
+                    Err(why) => {
+                        // Rare and costly (every container copies its layers): say so once.
+                        eprintln!("berth: overlayfs is not usable under {} ({why}); layers will be copied", root.display());
+                        true
+                    }
+                }
+            }
         };
         let s = Snapshotter {
             root,
@@ -748,29 +757,36 @@ fn copy_tree(src: &Path, dst: &Path) -> io::Result<()> {
     })
 }
 
-/// Tries an overlay mount (with an upper dir and a whiteout) under `root`.
-fn overlay_works(root: &Path) -> bool {
+/// Tries an overlay mount (with an upper dir and a whiteout) under `root`; on failure says
+/// which step failed, so the fallback to copying is explained in the daemon's log.
+fn probe_overlay(root: &Path) -> Result<(), String> {
     let probe = root.join(format!(".probe-{}", sys::random_hex()));
-    let ok = (|| -> Option<()> {
+    let result = (|| -> Result<(), String> {
         for d in ["l1", "l2", "u", "w", "m"] {
-            std::fs::create_dir_all(probe.join(d)).ok()?;
+            std::fs::create_dir_all(probe.join(d))
+                .map_err(|e| format!("creating probe dirs: {e}"))?;
         }
         // A whiteout (0/0 char device) must be creatable for overlay-format layers.
-        let l1 = sys::open_dir(&probe.join("l1")).ok()?;
+        let l1 = sys::open_dir(&probe.join("l1")).map_err(|e| format!("opening probe dir: {e}"))?;
         use std::os::fd::AsFd;
-        sys::mknodat(l1.as_fd(), c"wh", libc::S_IFCHR, 0).ok()?;
+        sys::mknodat(l1.as_fd(), c"wh", libc::S_IFCHR, 0)
+            .map_err(|e| format!("creating a whiteout device: {e}"))?;
         let m = Mounts::Overlay {
             lowerdirs: vec![probe.join("l1"), probe.join("l2")],
             upperdir: Some(probe.join("u")),
             workdir: Some(probe.join("w")),
         };
-        mounts::mount(&m, &probe.join("m")).ok()?;
+        mounts::mount(&m, &probe.join("m")).map_err(|e| {
+            let cause = std::error::Error::source(&e)
+                .map(|c| format!(": {c}"))
+                .unwrap_or_default();
+            format!("{e}{cause}")
+        })?;
         let _ = mounts::unmount(&probe.join("m"));
-        Some(())
-    })()
-    .is_some();
+        Ok(())
+    })();
     let _ = std::fs::remove_dir_all(&probe);
-    ok
+    result
 }
 
 #[cfg(test)]

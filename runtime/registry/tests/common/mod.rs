@@ -7,7 +7,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use berth_image::{ContentStore, Digest};
@@ -280,24 +280,93 @@ pub fn skopeo(args: &[&str]) -> String {
 }
 
 /// A TCP proxy on a free loopback port to `target`, counting the bytes the
-/// target sends back. Runs on the current tokio runtime.
+/// target sends back and recording the head of every request (request line
+/// and headers). Optionally gated: it forwards at most [`CountingProxy::limit`]
+/// response bytes in all, then holds the connections open without sending
+/// more. Runs on the current tokio runtime.
 pub struct CountingProxy {
     pub port: u16,
     pub from_server: Arc<AtomicU64>,
+    gate: Arc<Gate>,
+    requests: Arc<Mutex<Vec<String>>>,
+}
+
+struct Gate {
+    limit: AtomicU64,
+    raised: tokio::sync::Notify,
+}
+
+/// Splits complete request heads off a client→server byte stream. Request
+/// bodies (with Content-Length) are skipped; a chunked body ends the parsing
+/// of that connection (no test sends one through a recording proxy).
+#[derive(Default)]
+struct HeadParser {
+    buf: Vec<u8>,
+    skip_body: u64,
+    gave_up: bool,
+}
+
+impl HeadParser {
+    fn feed(&mut self, mut data: &[u8], out: &Mutex<Vec<String>>) {
+        if self.gave_up {
+            return;
+        }
+        let skip = usize::try_from(self.skip_body)
+            .unwrap_or(usize::MAX)
+            .min(data.len());
+        data = &data[skip..];
+        self.skip_body -= skip as u64;
+        self.buf.extend_from_slice(data);
+        while let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&self.buf[..end]).to_string();
+            self.buf.drain(..end + 4);
+            let lower = head.to_ascii_lowercase();
+            if lower.contains("transfer-encoding: chunked") {
+                self.gave_up = true;
+            }
+            let body = lower
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+            if let Ok(mut v) = out.lock() {
+                v.push(head);
+            }
+            if self.gave_up {
+                return;
+            }
+            let now = usize::try_from(body)
+                .unwrap_or(usize::MAX)
+                .min(self.buf.len());
+            self.buf.drain(..now);
+            self.skip_body = body - now as u64;
+        }
+    }
 }
 
 impl CountingProxy {
     pub async fn start(target: u16) -> Self {
+        Self::start_gated(target, u64::MAX).await
+    }
+
+    /// Forwards at most `limit` bytes from the server (in all connections).
+    pub async fn start_gated(target: u16, limit: u64) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let from_server = Arc::new(AtomicU64::new(0));
-        let counter = from_server.clone();
+        let gate = Arc::new(Gate {
+            limit: AtomicU64::new(limit),
+            raised: tokio::sync::Notify::new(),
+        });
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let (counter, gate2, log) = (from_server.clone(), gate.clone(), requests.clone());
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                let counter = counter.clone();
+                let (counter, gate, log) = (counter.clone(), gate2.clone(), log.clone());
                 tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
                     let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await
                     else {
                         return;
@@ -305,30 +374,70 @@ impl CountingProxy {
                     let (mut cr, mut cw) = client.into_split();
                     let (mut sr, mut sw) = server.into_split();
                     let up = tokio::spawn(async move {
-                        let _ = tokio::io::copy(&mut cr, &mut sw).await;
+                        let mut parser = HeadParser::default();
+                        let mut buf = vec![0u8; 64 * 1024];
+                        loop {
+                            match cr.read(&mut buf).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => {
+                                    parser.feed(&buf[..n], &log);
+                                    if sw.write_all(&buf[..n]).await.is_err() {
+                                        break;
+                                    }
+                                }
+                            }
+                        }
                     });
                     let mut buf = vec![0u8; 64 * 1024];
-                    loop {
-                        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                        match sr.read(&mut buf).await {
+                    'conn: loop {
+                        let n = match sr.read(&mut buf).await {
                             Ok(0) | Err(_) => break,
-                            Ok(n) => {
-                                if cw.write_all(&buf[..n]).await.is_err() {
-                                    break;
-                                }
-                                counter.fetch_add(n as u64, Ordering::SeqCst);
+                            Ok(n) => n,
+                        };
+                        let mut sent = 0;
+                        while sent < n {
+                            let raised = gate.raised.notified();
+                            let allowed = gate
+                                .limit
+                                .load(Ordering::SeqCst)
+                                .saturating_sub(counter.load(Ordering::SeqCst));
+                            if allowed == 0 {
+                                raised.await;
+                                continue;
                             }
+                            let take = (n - sent).min(usize::try_from(allowed).unwrap_or(n));
+                            if cw.write_all(&buf[sent..sent + take]).await.is_err() {
+                                break 'conn;
+                            }
+                            counter.fetch_add(take as u64, Ordering::SeqCst);
+                            sent += take;
                         }
                     }
                     up.abort();
                 });
             }
         });
-        CountingProxy { port, from_server }
+        CountingProxy {
+            port,
+            from_server,
+            gate,
+            requests,
+        }
     }
 
     pub fn bytes(&self) -> u64 {
         self.from_server.load(Ordering::SeqCst)
+    }
+
+    /// Lets more bytes through (`u64::MAX`: no limit any more).
+    pub fn set_limit(&self, limit: u64) {
+        self.gate.limit.store(limit, Ordering::SeqCst);
+        self.gate.raised.notify_waiters();
+    }
+
+    /// Heads of the requests seen so far (request line and headers).
+    pub fn requests(&self) -> Vec<String> {
+        self.requests.lock().map(|v| v.clone()).unwrap_or_default()
     }
 }
 
