@@ -36,17 +36,27 @@ impl ResolverFiles {
              fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\n\
              ff02::2\tip6-allrouters\n",
         );
-        let names = match &self.domainname {
-            Some(d) if !d.is_empty() => format!("{}.{} {}", self.hostname, d, self.hostname),
-            _ => self.hostname.clone(),
-        };
-        for a in &self.addresses {
-            s.push_str(&format!("{a}\t{names}\n"));
+        for line in self.own_entries() {
+            s.push_str(&line);
+            s.push('\n');
         }
         for (name, ip) in &self.extra_hosts {
             s.push_str(&format!("{ip}\t{name}\n"));
         }
         s
+    }
+
+    /// The `/etc/hosts` lines (without newline) naming the container at each of its addresses:
+    /// what joining a network adds and leaving it removes.
+    pub fn own_entries(&self) -> Vec<String> {
+        let names = match &self.domainname {
+            Some(d) if !d.is_empty() => format!("{}.{} {}", self.hostname, d, self.hostname),
+            _ => self.hostname.clone(),
+        };
+        self.addresses
+            .iter()
+            .map(|a| format!("{a}\t{names}"))
+            .collect()
     }
 
     /// `/etc/resolv.conf`: `--dns` if given, else the network's DNS, else the host's resolvers

@@ -5,6 +5,9 @@
 //! with iptables, `iptables-restore --noflush` rewrites the `BERTH-*` chains. Rules never drift
 //! from the state, and removing the last network removes the table/chains entirely.
 //!
+//! IPv6 networks get the same isolation and outbound NAT in `table ip6 berth` (ip6tables
+//! `BERTH-*` chains), present only while some network has IPv6.
+//!
 //! What the rules do, per network (IPv4):
 //! - outbound NAT: masquerade the subnet leaving through any interface but its bridge
 //!   (not for `internal` networks, which instead may not forward past their bridge);
@@ -19,6 +22,7 @@ use std::process::{Command, Stdio};
 
 use crate::error::{NetworkError, Result};
 use crate::store::State;
+use crate::Network;
 
 /// The nftables table (and, upper-cased, the iptables chain prefix) used unless configured.
 pub const DEFAULT_TABLE: &str = "berth";
@@ -79,7 +83,11 @@ impl FirewallBackend {
     pub fn apply_in(self, table: &str, state: &State) -> Result<()> {
         match self {
             Self::Nftables => run_stdin(self, "nft", &["-f", "-"], &nft_ruleset_in(table, state)),
-            Self::Iptables => apply_iptables(&table.to_ascii_uppercase(), state),
+            Self::Iptables => {
+                let prefix = table.to_ascii_uppercase();
+                apply_iptables(Family::V4, &prefix, state)?;
+                apply_iptables(Family::V6, &prefix, state)
+            }
         }
     }
 }
@@ -161,13 +169,71 @@ pub fn nft_ruleset(state: &State) -> String {
     nft_ruleset_in(DEFAULT_TABLE, state)
 }
 
-/// [`nft_ruleset`] for table `ip <table>`.
+/// Whether some network has IPv6 (and so needs the `ip6` rules).
+fn has_ipv6(state: &State) -> bool {
+    state.networks.values().any(|n| n.ipv6().is_some())
+}
+
+/// The isolation rules of the `forward` chain, for either family: no forwarding between two
+/// Berth bridges; an internal network's traffic stays on its bridge.
+fn nft_isolation(state: &State) -> String {
+    let bridges: Vec<String> = state.networks.values().map(|n| quote(&n.bridge)).collect();
+    let mut s = String::from(
+        "  chain forward {\n    type filter hook forward priority filter; policy accept;\n",
+    );
+    for n in state.networks.values() {
+        let br = quote(&n.bridge);
+        let others: Vec<&String> = bridges.iter().filter(|b| **b != br).collect();
+        if !others.is_empty() {
+            let set = others
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
+            s.push_str(&format!("    iifname {br} oifname {{ {set} }} drop\n"));
+        }
+        if n.internal {
+            s.push_str(&format!("    iifname {br} oifname != {br} drop\n"));
+            s.push_str(&format!("    oifname {br} iifname != {br} drop\n"));
+        }
+    }
+    s.push_str("  }\n");
+    s
+}
+
+/// `table ip6 <table>`: isolation and outbound NAT of the IPv6 subnets (as Docker's default
+/// IPv6 gateway mode, `nat`); only deleted when no network has IPv6.
+fn nft_ruleset6(table: &str, state: &State) -> String {
+    let mut s = format!("table ip6 {table}\ndelete table ip6 {table}\n");
+    if !has_ipv6(state) {
+        return s;
+    }
+    s.push_str(&format!("table ip6 {table} {{\n"));
+    s.push_str(
+        "  chain postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n",
+    );
+    for n in state.networks.values().filter(|n| !n.internal) {
+        if let Some(pool) = n.ipv6() {
+            let br = quote(&n.bridge);
+            s.push_str(&format!(
+                "    ip6 saddr {} oifname != {br} masquerade\n",
+                pool.subnet
+            ));
+        }
+    }
+    s.push_str("  }\n");
+    s.push_str(&nft_isolation(state));
+    s.push_str("}\n");
+    s
+}
+
+/// [`nft_ruleset`] for table `ip <table>` (and `ip6 <table>`).
 pub fn nft_ruleset_in(table: &str, state: &State) -> String {
-    let mut s = format!("table ip {table}\ndelete table ip {table}\n");
+    let mut s = nft_ruleset6(table, state);
+    s.push_str(&format!("table ip {table}\ndelete table ip {table}\n"));
     if state.networks.is_empty() {
         return s;
     }
-    let bridges: Vec<String> = state.networks.values().map(|n| quote(&n.bridge)).collect();
     s.push_str(&format!("table ip {table} {{\n"));
     s.push_str("  chain prerouting {\n    type nat hook prerouting priority dstnat; policy accept;\n    fib daddr type local jump publish\n  }\n");
     s.push_str("  chain output {\n    type nat hook output priority -100; policy accept;\n    fib daddr type local jump publish\n  }\n");
@@ -203,24 +269,8 @@ pub fn nft_ruleset_in(table: &str, state: &State) -> String {
         }
     }
     s.push_str("  }\n");
-    s.push_str("  chain forward {\n    type filter hook forward priority filter; policy accept;\n");
-    for n in state.networks.values() {
-        let br = quote(&n.bridge);
-        let others: Vec<&String> = bridges.iter().filter(|b| **b != br).collect();
-        if !others.is_empty() {
-            let set = others
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(", ");
-            s.push_str(&format!("    iifname {br} oifname {{ {set} }} drop\n"));
-        }
-        if n.internal {
-            s.push_str(&format!("    iifname {br} oifname != {br} drop\n"));
-            s.push_str(&format!("    oifname {br} iifname != {br} drop\n"));
-        }
-    }
-    s.push_str("  }\n}\n");
+    s.push_str(&nft_isolation(state));
+    s.push_str("}\n");
     s
 }
 
@@ -273,24 +323,87 @@ fn iptables_rules_berth(state: &State) -> String {
                 "-A BERTH-POSTROUTING -s {subnet} ! -o {br} -j MASQUERADE\n"
             ));
         }
-        for other in state.networks.values().filter(|o| o.bridge != n.bridge) {
-            filter.push_str(&format!(
-                "-A BERTH-FORWARD -i {br} -o {} -j DROP\n",
-                other.bridge
-            ));
-        }
-        if n.internal {
-            filter.push_str(&format!("-A BERTH-FORWARD -i {br} ! -o {br} -j DROP\n"));
-            filter.push_str(&format!("-A BERTH-FORWARD -o {br} ! -i {br} -j DROP\n"));
-        }
+        push_isolation(&mut filter, n, state);
     }
     nat.push_str("COMMIT\n");
     filter.push_str("COMMIT\n");
     nat + &filter
 }
 
-fn iptables_ok(args: &[&str]) -> bool {
-    Command::new("iptables")
+/// iptables isolation for network `n` (the same for both address families): no
+/// forwarding to other Berth bridges, and none past its own bridge when internal.
+fn push_isolation(filter: &mut String, n: &Network, state: &State) {
+    let br = &n.bridge;
+    for other in state.networks.values().filter(|o| o.bridge != n.bridge) {
+        filter.push_str(&format!(
+            "-A BERTH-FORWARD -i {br} -o {} -j DROP\n",
+            other.bridge
+        ));
+    }
+    if n.internal {
+        filter.push_str(&format!("-A BERTH-FORWARD -i {br} ! -o {br} -j DROP\n"));
+        filter.push_str(&format!("-A BERTH-FORWARD -o {br} ! -i {br} -j DROP\n"));
+    }
+}
+
+/// `ip6tables-restore --noflush` input for the IPv6 networks: outbound NAT and isolation in
+/// `<prefix>-POSTROUTING` and `<prefix>-FORWARD`.
+pub fn ip6tables_rules_in(prefix: &str, state: &State) -> String {
+    let mut nat = String::from("*nat\n:BERTH-POSTROUTING - [0:0]\n");
+    let mut filter = String::from("*filter\n:BERTH-FORWARD - [0:0]\n");
+    for n in state.networks.values() {
+        let br = &n.bridge;
+        if let Some(pool) = n.ipv6().filter(|_| !n.internal) {
+            nat.push_str(&format!(
+                "-A BERTH-POSTROUTING -s {} ! -o {br} -j MASQUERADE\n",
+                pool.subnet
+            ));
+        }
+        push_isolation(&mut filter, n, state);
+    }
+    nat.push_str("COMMIT\n");
+    filter.push_str("COMMIT\n");
+    (nat + &filter).replace("BERTH-", &format!("{prefix}-"))
+}
+
+/// The address family an iptables tool programs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    fn tool(self) -> &'static str {
+        match self {
+            Self::V4 => "iptables",
+            Self::V6 => "ip6tables",
+        }
+    }
+
+    fn restore(self) -> &'static str {
+        match self {
+            Self::V4 => "iptables-restore",
+            Self::V6 => "ip6tables-restore",
+        }
+    }
+
+    /// The chains hooked into built-in ones: (table, built-in chain, suffix).
+    fn chains(self) -> &'static [(&'static str, &'static str, &'static str)] {
+        match self {
+            Self::V4 => &IPT_CHAINS,
+            Self::V6 => &IPT6_CHAINS,
+        }
+    }
+}
+
+const IPT6_CHAINS: [(&str, &str, &str); 2] = [
+    ("nat", "POSTROUTING", "POSTROUTING"),
+    ("filter", "FORWARD", "FORWARD"),
+];
+
+fn iptables_ok(family: Family, args: &[&str]) -> bool {
+    Command::new(family.tool())
         .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -299,38 +412,122 @@ fn iptables_ok(args: &[&str]) -> bool {
         .unwrap_or(false)
 }
 
-fn apply_iptables(prefix: &str, state: &State) -> Result<()> {
+fn apply_iptables(family: Family, prefix: &str, state: &State) -> Result<()> {
     let backend = FirewallBackend::Iptables;
     let fail = |detail: String| NetworkError::Firewall {
         backend: backend.name(),
         detail,
     };
     let publish = format!("{prefix}-PUBLISH");
-    if state.networks.is_empty() {
-        for (table, builtin, suffix) in IPT_CHAINS {
+    let (active, rules) = match family {
+        Family::V4 => (!state.networks.is_empty(), iptables_rules_in(prefix, state)),
+        Family::V6 => (has_ipv6(state), ip6tables_rules_in(prefix, state)),
+    };
+    let ok = |args: &[&str]| iptables_ok(family, args);
+    if !active {
+        for (table, builtin, suffix) in family.chains() {
             let chain = format!("{prefix}-{suffix}");
-            while iptables_ok(&["-t", table, "-D", builtin, "-j", &chain]) {}
-            iptables_ok(&["-t", table, "-F", &chain]);
-            iptables_ok(&["-t", table, "-X", &chain]);
+            while ok(&["-t", table, "-D", builtin, "-j", &chain]) {}
+            ok(&["-t", table, "-F", &chain]);
+            ok(&["-t", table, "-X", &chain]);
         }
-        iptables_ok(&["-t", "nat", "-F", &publish]);
-        iptables_ok(&["-t", "nat", "-X", &publish]);
+        if family == Family::V4 {
+            ok(&["-t", "nat", "-F", &publish]);
+            ok(&["-t", "nat", "-X", &publish]);
+        }
         return Ok(());
     }
-    run_stdin(
-        backend,
-        "iptables-restore",
-        &["--noflush"],
-        &iptables_rules_in(prefix, state),
-    )?;
-    for (table, builtin, suffix) in IPT_CHAINS {
+    run_stdin(backend, family.restore(), &["--noflush"], &rules)?;
+    for (table, builtin, suffix) in family.chains() {
         let chain = format!("{prefix}-{suffix}");
         let chain = chain.as_str();
-        if !iptables_ok(&["-t", table, "-C", builtin, "-j", chain])
-            && !iptables_ok(&["-t", table, "-I", builtin, "-j", chain])
+        if !ok(&["-t", table, "-C", builtin, "-j", chain])
+            && !ok(&["-t", table, "-I", builtin, "-j", chain])
         {
-            return Err(fail(format!("cannot hook {chain} into {table}/{builtin}")));
+            return Err(fail(format!(
+                "cannot hook {chain} into {} {table}/{builtin}",
+                family.tool()
+            )));
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ipam::IpamConfig;
+    use crate::store::Network;
+
+    fn network(name: &str, subnets: &[&str], internal: bool) -> Network {
+        Network {
+            id: format!("{name}-id"),
+            name: name.into(),
+            driver: "bridge".into(),
+            bridge: format!("br-{name}"),
+            ipam: subnets
+                .iter()
+                .map(|s| IpamConfig::new(name, s.parse().expect("subnet"), None, None))
+                .collect::<Result<_>>()
+                .expect("ipam"),
+            enable_ipv6: subnets.iter().any(|s| s.contains(':')),
+            internal,
+            dns: true,
+            labels: Default::default(),
+            options: Default::default(),
+            created: 0,
+            endpoints: Default::default(),
+        }
+    }
+
+    fn state(nets: Vec<Network>) -> State {
+        State {
+            networks: nets.into_iter().map(|n| (n.id.clone(), n)).collect(),
+        }
+    }
+
+    #[test]
+    fn ipv6_networks_get_isolation_and_nat_in_their_own_table() {
+        let v4_only = state(vec![network("a", &["10.1.0.0/24"], false)]);
+        let script = nft_ruleset_in("t", &v4_only);
+        assert!(
+            script.starts_with("table ip6 t\ndelete table ip6 t\ntable ip t\n"),
+            "{script}"
+        );
+        assert!(!script.contains("table ip6 t {"), "{script}");
+
+        let mixed = state(vec![
+            network("a", &["10.1.0.0/24"], false),
+            network("b", &["10.2.0.0/24", "fd00:2::/64"], false),
+            network("c", &["10.3.0.0/24", "fd00:3::/64"], true),
+        ]);
+        let script = nft_ruleset_in("t", &mixed);
+        let v6 = &script[script.find("table ip6 t {").expect("ip6 table")..];
+        let v6 = &v6[..v6.find("table ip t").expect("then the ip table")];
+        assert!(
+            v6.contains("ip6 saddr fd00:2::/64 oifname != \"br-b\" masquerade"),
+            "{v6}"
+        );
+        // Internal networks get no NAT, and keep to their bridge.
+        assert!(!v6.contains("fd00:3::/64"), "{v6}");
+        assert!(
+            v6.contains("iifname \"br-c\" oifname != \"br-c\" drop"),
+            "{v6}"
+        );
+        assert!(
+            v6.contains("iifname \"br-b\" oifname { \"br-a\", \"br-c\" } drop"),
+            "{v6}"
+        );
+
+        let rules = ip6tables_rules_in("T", &mixed);
+        assert!(
+            rules.contains("-A T-POSTROUTING -s fd00:2::/64 ! -o br-b -j MASQUERADE"),
+            "{rules}"
+        );
+        assert!(
+            rules.contains("-A T-FORWARD -i br-b -o br-c -j DROP"),
+            "{rules}"
+        );
+        assert!(!rules.contains("BERTH-"), "{rules}");
+    }
 }

@@ -39,6 +39,24 @@ pub struct Network {
 }
 
 impl Network {
+    /// A copy with an empty endpoint map.
+    pub fn clone_without_endpoints(&self) -> Network {
+        Network {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            driver: self.driver.clone(),
+            bridge: self.bridge.clone(),
+            ipam: self.ipam.clone(),
+            enable_ipv6: self.enable_ipv6,
+            internal: self.internal,
+            dns: self.dns,
+            labels: self.labels.clone(),
+            options: self.options.clone(),
+            created: self.created,
+            endpoints: BTreeMap::new(),
+        }
+    }
+
     /// The IPv4 pool (every network has one).
     pub fn ipv4(&self) -> Option<&IpamConfig> {
         self.ipam.iter().find(|p| p.subnet.network().is_ipv4())

@@ -74,6 +74,15 @@ fn containers_on_a_network_reach_each_other_and_not_across() {
         assert_eq!(e1.ifname, "eth0");
         assert_eq!(e1.mac.len(), 17);
         let _ = e3;
+        // The bridge and the host-side veths pass large GSO packets whole (a sender on a
+        // loopback with BIG TCP would otherwise have its packets cut up in software); the
+        // container's end keeps the default, for its traffic out through the host's NIC.
+        for dev in [alpha.bridge.as_str(), e1.host_veth.as_str()] {
+            let info = host.ip(&["-d", "link", "show", dev]);
+            assert!(info.contains("gso_max_size 524280 "), "{dev}: {info}");
+        }
+        let info = c1.ip(&["-d", "link", "show", "eth0"]);
+        assert!(info.contains("gso_max_size 65536 "), "{info}");
 
         let _srv = tcp_server(&c2, 7000, "from-db");
         let target = SocketAddr::new(ip_of(&e2), 7000);
