@@ -9,8 +9,8 @@ use anyhow::{Context, Result};
 use berth_api::{ApiState, DaemonInfo};
 use berth_engine::ImageService;
 use berth_platform::protocol::{
-    parse_forward_header, ControlReply, ControlRequest, ForwardedPort, Proto, UdpFrame, API_PORT,
-    CONTROL_PORT, FORWARD_PORT,
+    parse_forward_header, ControlReply, ControlRequest, ForwardedPort, Proto, StreamFrame,
+    UdpFrame, API_PORT, CONTROL_PORT, FORWARD_PORT, FRAMED_API_PORT,
 };
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::watch;
@@ -69,6 +69,32 @@ pub fn run(options: Options) -> Result<()> {
     result
 }
 
+/// One [`FRAMED_API_PORT`] connection: the host's frames are unpacked into
+/// one end of a socket pair that the API server reads, so the client's
+/// half-close arrives as a real one; the server's bytes go back raw.
+async fn serve_framed(vsock: VsockStream, state: Arc<ApiState>) {
+    let Ok((ours, server_end)) = tokio::net::UnixStream::pair() else {
+        return;
+    };
+    let server = tokio::spawn(berth_api::serve_connection(server_end, state));
+    let (mut vr, mut vw) = tokio::io::split(vsock);
+    let (mut or, mut ow) = ours.into_split();
+    let from_host = async {
+        if let Ok(true) = StreamFrame::copy_unframed(&mut vr, &mut ow).await {
+            let _ = ow.shutdown().await;
+            // Half-closed: the answer may still be streaming.
+            std::future::pending::<()>().await
+        }
+        // The host went away: nothing more to answer.
+    };
+    let to_host = async {
+        let _ = tokio::io::copy(&mut or, &mut vw).await;
+        let _ = vw.shutdown().await;
+    };
+    tokio::select! { _ = from_host => {}, _ = to_host => {} }
+    server.abort();
+}
+
 async fn serve(options: Options) -> Result<()> {
     let data_root = options.data_root;
     std::fs::create_dir_all(&data_root)
@@ -95,6 +121,7 @@ async fn serve(options: Options) -> Result<()> {
             .with_context(|| format!("listening on vsock port {port}"))
     };
     let api = bind(API_PORT)?;
+    let framed_api = bind(FRAMED_API_PORT)?;
     let control = bind(CONTROL_PORT)?;
     let forward = bind(FORWARD_PORT)?;
     let ready_ms = uptime_ms();
@@ -133,6 +160,18 @@ async fn serve(options: Options) -> Result<()> {
             }
         })
     };
+    let framed_api_task = {
+        let state = Arc::clone(&state);
+        tokio::spawn(async move {
+            let framed_api = framed_api;
+            loop {
+                let Ok((stream, _)) = framed_api.accept().await else {
+                    continue;
+                };
+                tokio::spawn(serve_framed(stream, Arc::clone(&state)));
+            }
+        })
+    };
     let forward_task = tokio::spawn(async move {
         let forward = forward;
         loop {
@@ -162,6 +201,7 @@ async fn serve(options: Options) -> Result<()> {
     let _ = stop_rx.wait_for(|s| *s).await;
     eprintln!("berth-agent: shutting down: stopping containers");
     api_task.abort();
+    framed_api_task.abort();
     forward_task.abort();
     stop_containers(&state).await;
     control_task.abort();

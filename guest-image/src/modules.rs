@@ -8,7 +8,11 @@ use crate::{io, GuestImageError};
 
 /// What the guest needs before the API serves, beyond the built-in
 /// drivers: virtio over MMIO, block, net, vsock, overlayfs, ext4, 9p shares.
+/// `crc32c_generic` comes before ext4: ext4 asks the crypto layer for
+/// crc32c by name when it mounts a disk that has been mounted before (the
+/// guest has no modprobe to find it), and `libcrc32c` does the same.
 pub const BOOT_MODULES: &[&str] = &[
+    "crc32c_generic",
     "virtio_mmio",
     "virtio_blk",
     "virtio_net",
@@ -21,11 +25,8 @@ pub const BOOT_MODULES: &[&str] = &[
 
 /// Loaded after the API is up (boot time matters under emulation): PCI
 /// virtio, virtiofs, the Hyper-V vsock transport, and what the engine's
-/// bridge networking needs. `crc32c_generic` comes first because
-/// `libcrc32c` asks the crypto layer for it by name, and the guest has no
-/// modprobe to find it.
+/// bridge networking needs.
 pub const LATER_MODULES: &[&str] = &[
-    "crc32c_generic",
     "virtio_pci",
     "virtiofs",
     "hv_sock",

@@ -16,19 +16,21 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::task::JoinHandle;
 
-use crate::protocol::{forward_header, ForwardedPort, Proto, UdpFrame, FORWARD_PORT};
+use crate::protocol::{
+    forward_header, ForwardedPort, Proto, StreamFrame, UdpFrame, FORWARD_PORT, FRAMED_API_PORT,
+};
 use crate::vsock::{HostVsock, VsockError, VsockStream};
 
 /// How long one vsock connect may take before the client is dropped.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Splices every connection on `listener` to guest `port` until `stop`.
+/// Splices every connection on `listener` to the guest's framed API port
+/// until `stop`.
 /// (Windows will serve a named pipe the same way.)
 #[cfg(unix)]
 pub async fn serve_endpoint(
     listener: tokio::net::UnixListener,
     vsock: HostVsock,
-    port: u32,
     stop: impl Future<Output = ()>,
 ) {
     tokio::pin!(stop);
@@ -39,7 +41,7 @@ pub async fn serve_endpoint(
                 let Ok((mut client, _)) = accepted else { continue };
                 let vsock = vsock.clone();
                 tokio::spawn(async move {
-                    match vsock.connect(port, CONNECT_TIMEOUT).await {
+                    match vsock.connect(FRAMED_API_PORT, CONNECT_TIMEOUT).await {
                         Ok(guest) => splice_until_guest_closes(client, guest).await,
                         Err(e) => {
                             // The client speaks HTTP: answer in kind so
@@ -58,10 +60,12 @@ pub async fn serve_endpoint(
     }
 }
 
-/// Copies both ways; the client may half-close (docker does after stdin),
-/// but once the guest's side ends the whole client connection is closed, as
-/// the daemon's own socket would be (a half-close alone leaves HTTP clients
-/// waiting after an attach stream ends).
+/// Copies both ways: the client's bytes as [`StreamFrame`]s (so its
+/// half-close, which docker sends after stdin, reaches the guest as a frame
+/// instead of closing the vsock connection), the guest's bytes raw. Once the
+/// guest's side ends the whole client connection is closed, as the daemon's
+/// own socket would be (a half-close alone leaves HTTP clients waiting
+/// after an attach stream ends).
 async fn splice_until_guest_closes<C>(client: C, guest: VsockStream)
 where
     C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -69,8 +73,7 @@ where
     let (mut cr, mut cw) = tokio::io::split(client);
     let (mut gr, mut gw) = tokio::io::split(guest);
     let to_guest = async {
-        let _ = tokio::io::copy(&mut cr, &mut gw).await;
-        let _ = gw.shutdown().await;
+        let _ = StreamFrame::copy_framed(&mut cr, &mut gw).await;
         std::future::pending::<()>().await
     };
     let to_client = async {

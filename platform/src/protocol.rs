@@ -1,6 +1,12 @@
 //! What the host and `berth-agent` say to each other over vsock.
 //!
 //! - [`API_PORT`]: the Docker Engine API, HTTP/1.1, exactly as on a local socket.
+//! - [`FRAMED_API_PORT`]: the same API, but the host's bytes arrive as
+//!   [`StreamFrame`]s so that a client's half-close (the docker CLI's end of
+//!   stdin) survives transports that turn any shutdown into a full close:
+//!   hybrid vsock (vhost-device-vsock, Firecracker) sends SHUTDOWN with both
+//!   directions when the host side reaches end of file, and the guest could
+//!   then no longer send the attach stream's output.
 //! - [`CONTROL_PORT`]: one JSON [`ControlRequest`] per line, one JSON
 //!   [`ControlReply`] per line back (`watch_ports` keeps replying, one line
 //!   each time the set of forwarded ports changes).
@@ -14,6 +20,7 @@ use serde::{Deserialize, Serialize};
 pub const API_PORT: u32 = 2375;
 pub const CONTROL_PORT: u32 = 1024;
 pub const FORWARD_PORT: u32 = 1025;
+pub const FRAMED_API_PORT: u32 = 2376;
 
 /// Kernel command-line key carrying the host's wall clock at boot
 /// (`berth.time=<unix seconds>.<nanoseconds>`).
@@ -148,6 +155,76 @@ impl UdpFrame {
     }
 }
 
+/// The host-to-guest direction of a [`FRAMED_API_PORT`] connection: a
+/// big-endian u32 length, then that many bytes; a zero length is the
+/// client's half-close.
+pub struct StreamFrame;
+
+impl StreamFrame {
+    /// Largest payload per frame (what one read gives at most).
+    pub const MAX: usize = 64 * 1024;
+
+    /// Copies `r` to `w` as frames until `r` ends, then writes the
+    /// half-close frame. Returns the payload bytes copied.
+    pub async fn copy_framed<R, W>(r: &mut R, w: &mut W) -> std::io::Result<u64>
+    where
+        R: tokio::io::AsyncRead + Unpin,
+        W: tokio::io::AsyncWrite + Unpin,
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buf = vec![0u8; 4 + Self::MAX];
+        let mut total = 0u64;
+        loop {
+            let n = r.read(&mut buf[4..]).await?;
+            // n ≤ MAX, which fits in u32.
+            buf[..4].copy_from_slice(&(n as u32).to_be_bytes());
+            w.write_all(&buf[..4 + n]).await?;
+            w.flush().await?;
+            if n == 0 {
+                return Ok(total);
+            }
+            total += n as u64;
+        }
+    }
+
+    /// Copies the payloads of frames from `r` to `w` until the half-close
+    /// frame (`Ok(true)`) or until `r` ends without one (`Ok(false)`: the
+    /// host went away). A frame longer than [`Self::MAX`] is an error.
+    pub async fn copy_unframed<R, W>(r: &mut R, w: &mut W) -> std::io::Result<bool>
+    where
+        R: tokio::io::AsyncRead + Unpin,
+        W: tokio::io::AsyncWrite + Unpin,
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buf = vec![0u8; Self::MAX];
+        loop {
+            let mut len = [0u8; 4];
+            match r.read_exact(&mut len).await {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
+                Err(e) => return Err(e),
+            }
+            let len = u32::from_be_bytes(len) as usize;
+            if len == 0 {
+                return Ok(true);
+            }
+            if len > Self::MAX {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("stream frame of {len} bytes exceeds {}", Self::MAX),
+                ));
+            }
+            match r.read_exact(&mut buf[..len]).await {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
+                Err(e) => return Err(e),
+            }
+            w.write_all(&buf[..len]).await?;
+            w.flush().await?;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,5 +298,40 @@ mod tests {
             Some(0)
         );
         assert_eq!(UdpFrame::read(&mut r, &mut buf).await.expect("end"), None);
+    }
+
+    #[tokio::test]
+    async fn stream_frames_carry_bytes_and_the_half_close() {
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let mut framed = Vec::new();
+        let copied = StreamFrame::copy_framed(&mut &data[..], &mut framed)
+            .await
+            .expect("frame");
+        assert_eq!(copied, data.len() as u64);
+        assert_eq!(
+            &framed[framed.len() - 4..],
+            &[0, 0, 0, 0],
+            "ends in a half-close"
+        );
+        let mut out = Vec::new();
+        let closed = StreamFrame::copy_unframed(&mut &framed[..], &mut out)
+            .await
+            .expect("unframe");
+        assert!(closed);
+        assert_eq!(out, data);
+
+        // Cut short (the host went away): no half-close seen, bytes so far kept.
+        let mut out = Vec::new();
+        let closed = StreamFrame::copy_unframed(&mut &framed[..10], &mut out)
+            .await
+            .expect("unframe");
+        assert!(!closed);
+
+        // An oversized frame is refused, not allocated.
+        let bogus = [0xff, 0xff, 0xff, 0xff, 1];
+        let err = StreamFrame::copy_unframed(&mut &bogus[..], &mut Vec::new())
+            .await
+            .expect_err("too long");
+        assert!(err.to_string().contains("exceeds"), "{err}");
     }
 }

@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use berth_platform::forward::{serve_endpoint, PortForwarder};
 use berth_platform::hypervisor::{self, LaunchSpec, Vm};
 use berth_platform::machine::{MachineConfig, MachineDir, MachineState, MachineStatus};
-use berth_platform::protocol::{ControlReply, ControlRequest, API_PORT, CONTROL_PORT};
+use berth_platform::protocol::{ControlReply, ControlRequest, CONTROL_PORT};
 use berth_platform::vsock::{HostVsock, VsockStream};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
@@ -188,7 +188,7 @@ async fn supervise(
         let vsock = vsock.clone();
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
-            serve_endpoint(listener, vsock, API_PORT, async move {
+            serve_endpoint(listener, vsock, async move {
                 let _ = stop.wait_for(|s| *s).await;
             })
             .await
