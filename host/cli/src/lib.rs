@@ -5,6 +5,7 @@
 pub mod client;
 pub mod commands;
 pub mod config;
+pub mod detach;
 pub mod format;
 pub mod progress;
 pub mod template;

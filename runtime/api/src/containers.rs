@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use berth_engine::containers::{
     ContainerCreate, ContainerError, ContainerRecord, ExecConfig, HostConfig, ListFilters,
-    LogOptions, RestartPolicy, Status, Stream, WaitCondition,
+    LogOptions, RestartPolicy, StatsSample, Status, Stream, WaitCondition,
 };
 use bytes::Bytes;
 use hyper::body::Incoming;
@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::body::{self, ApiResponse};
+use crate::detach::DetachScanner;
 use crate::error::{chain, ApiError};
 use crate::query::Query;
 use crate::ApiState;
@@ -203,7 +204,6 @@ pub async fn create(
         }
         Err(e) => return Err(e.into()),
     };
-    state.events.container("create", &id, &image);
     Ok(body::json(
         StatusCode::CREATED,
         &json!({"Id": id, "Warnings": []}),
@@ -302,9 +302,11 @@ pub async fn list(state: &ApiState, query: &Query) -> Result<ApiResponse, ApiErr
         id: filters.get("id").to_vec(),
     };
     let records = service(state).list(all, &list_filters)?;
+    let endpoints = service(state).records_endpoints(&records);
     let items: Vec<Value> = records
         .iter()
-        .map(|r| {
+        .zip(endpoints)
+        .map(|(r, eps)| {
             json!({
                 "Id": r.id,
                 "Names": [r.name],
@@ -312,12 +314,12 @@ pub async fn list(state: &ApiState, query: &Query) -> Result<ApiResponse, ApiErr
                 "ImageID": r.image_id,
                 "Command": command_line(r),
                 "Created": unix_seconds(&r.created),
-                "Ports": crate::networks::list_ports(service(state), r),
+                "Ports": crate::networks::list_ports(r, &eps),
                 "Labels": r.resolved.labels,
                 "State": r.state.status.as_str(),
                 "Status": status_text(r),
                 "HostConfig": {"NetworkMode": network_mode(r)},
-                "NetworkSettings": crate::networks::list_settings(service(state), r),
+                "NetworkSettings": crate::networks::list_settings(r, &eps),
                 "Mounts": crate::volumes::mounts_json(r),
             })
         })
@@ -393,6 +395,8 @@ pub async fn inspect(state: &ApiState, reference: &str) -> Result<ApiResponse, A
             "CapDrop": hc.cap_drop,
             "Privileged": hc.privileged,
             "ReadonlyRootfs": hc.read_only_rootfs,
+            // Docker's is null unless set.
+            "Init": hc.init.then_some(true),
             "SecurityOpt": hc.security_opt,
             "Tmpfs": hc.tmpfs,
             "Memory": hc.memory,
@@ -430,10 +434,7 @@ pub async fn inspect(state: &ApiState, reference: &str) -> Result<ApiResponse, A
 
 pub async fn start(state: &ApiState, reference: &str) -> Result<ApiResponse, ApiError> {
     match service(state).start(reference).await {
-        Ok(()) => {
-            state.events.container("start", reference, "");
-            Ok(body::empty(StatusCode::NO_CONTENT))
-        }
+        Ok(()) => Ok(body::empty(StatusCode::NO_CONTENT)),
         Err(e) => not_modified_or(e),
     }
 }
@@ -456,10 +457,7 @@ pub async fn stop(
     query: &Query,
 ) -> Result<ApiResponse, ApiError> {
     match service(state).stop(reference, timeout(query)?).await {
-        Ok(()) => {
-            state.events.container("stop", reference, "");
-            Ok(body::empty(StatusCode::NO_CONTENT))
-        }
+        Ok(()) => Ok(body::empty(StatusCode::NO_CONTENT)),
         Err(e) => not_modified_or(e),
     }
 }
@@ -470,7 +468,6 @@ pub async fn restart(
     query: &Query,
 ) -> Result<ApiResponse, ApiError> {
     service(state).restart(reference, timeout(query)?).await?;
-    state.events.container("restart", reference, "");
     Ok(body::empty(StatusCode::NO_CONTENT))
 }
 
@@ -480,7 +477,6 @@ pub async fn kill(
     query: &Query,
 ) -> Result<ApiResponse, ApiError> {
     service(state).kill(reference, query.get("signal").filter(|s| !s.is_empty()))?;
-    state.events.container("kill", reference, "");
     Ok(body::empty(StatusCode::NO_CONTENT))
 }
 
@@ -494,9 +490,6 @@ pub async fn pause(
     } else {
         service(state).unpause(reference)?;
     }
-    state
-        .events
-        .container(if pause { "pause" } else { "unpause" }, reference, "");
     Ok(body::empty(StatusCode::NO_CONTENT))
 }
 
@@ -508,7 +501,6 @@ pub async fn remove(
     service(state)
         .remove(reference, query.flag("force"), query.flag("v"))
         .await?;
-    state.events.container("destroy", reference, "");
     Ok(body::empty(StatusCode::NO_CONTENT))
 }
 
@@ -543,7 +535,13 @@ pub async fn wait(
     let (tx, response) = body::stream("application/json");
     let containers = service(state).clone();
     tokio::spawn(async move {
-        let value = match containers.wait(&id, condition).await {
+        let result = tokio::select! {
+            r = containers.wait(&id, condition) => r,
+            // The client went away (`docker run -d` asks, then leaves): stop
+            // waiting, which also ends the waiter's thread.
+            () = tx.closed() => return,
+        };
+        let value = match result {
             Ok(code) => json!({"StatusCode": code, "Error": null}),
             Err(e) => json!({"StatusCode": -1, "Error": {"Message": chain(&e)}}),
         };
@@ -631,69 +629,197 @@ pub async fn top(state: &ApiState, reference: &str) -> Result<ApiResponse, ApiEr
 
 /// Cumulative CPU time of the whole host in nanoseconds (from /proc/stat),
 /// which clients divide container usage by.
-fn system_cpu_usage() -> u64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
-        return 0;
-    };
-    let ticks: u64 = stat
-        .lines()
-        .next()
-        .map(|l| {
-            l.split_whitespace()
-                .skip(1)
-                .take(7)
-                .filter_map(|v| v.parse::<u64>().ok())
-                .sum()
-        })
-        .unwrap_or(0);
-    // USER_HZ is 100 on Linux.
-    ticks * 10_000_000
+/// Docker's `cpu_stats` / `precpu_stats` of one sample.
+fn cpu_json(s: &StatsSample) -> Value {
+    let cpu = s.cgroup.cpu.clone().unwrap_or_default();
+    let mut usage = json!({
+        "total_usage": cpu.usage.total,
+        "usage_in_kernelmode": cpu.usage.kernel,
+        "usage_in_usermode": cpu.usage.user,
+    });
+    if !cpu.usage.percpu.is_empty() {
+        usage["percpu_usage"] = json!(cpu.usage.percpu);
+    }
+    json!({
+        "cpu_usage": usage,
+        "system_cpu_usage": s.system_cpu_usage,
+        "online_cpus": s.online_cpus,
+        "throttling_data": {
+            "periods": cpu.throttling.periods,
+            "throttled_periods": cpu.throttling.throttled_periods,
+            "throttled_time": cpu.throttling.throttled_time,
+        },
+    })
 }
 
-pub async fn stats(state: &ApiState, reference: &str) -> Result<ApiResponse, ApiError> {
-    let info = service(state).inspect(reference)?;
-    let running = info.record.state.status == Status::Running;
-    let stats = if running {
-        service(state).stats(reference)?
-    } else {
-        Default::default()
+/// One stats object as Docker sends it; `prev` (the sample before, a
+/// second earlier) fills `precpu_stats`, from which clients compute the
+/// CPU percentage.
+fn stats_json(s: &StatsSample, prev: Option<&StatsSample>) -> Value {
+    const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+    let precpu = match prev {
+        Some(p) => cpu_json(p),
+        None => json!({
+            "cpu_usage": {"total_usage": 0, "usage_in_kernelmode": 0, "usage_in_usermode": 0},
+            "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0},
+        }),
     };
-    let cpu = stats.cpu.clone().unwrap_or_default();
-    let memory = stats.memory.clone().unwrap_or_default();
-    let pids = stats.pids.clone().unwrap_or_default();
-    let online = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    let cpu_stats = json!({
-        "cpu_usage": {
-            "total_usage": cpu.usage.total,
-            "percpu_usage": cpu.usage.percpu,
-            "usage_in_kernelmode": cpu.usage.kernel,
-            "usage_in_usermode": cpu.usage.user,
-        },
-        "system_cpu_usage": system_cpu_usage(),
-        "online_cpus": online,
-        "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0},
-    });
-    let value = json!({
-        "read": crate::time::now_rfc3339(),
-        "preread": "0001-01-01T00:00:00Z",
-        "id": info.record.id,
-        "name": info.record.name,
+    let mut value = json!({
+        "read": if s.running { s.read.as_str() } else { ZERO_TIME },
+        "preread": prev.filter(|p| p.running).map_or(ZERO_TIME, |p| p.read.as_str()),
+        "id": s.id,
+        "name": s.name,
         "num_procs": 0,
-        "pids_stats": {"current": pids.current, "limit": pids.limit},
-        "cpu_stats": cpu_stats,
-        "precpu_stats": {"cpu_usage": {"total_usage": 0}, "system_cpu_usage": 0, "online_cpus": online},
-        "memory_stats": {
-            "usage": memory.usage.usage,
-            "max_usage": memory.usage.max,
-            "limit": memory.usage.limit.min(host_memory()),
-            "stats": memory.raw,
+        "pids_stats": {},
+        "cpu_stats": if s.running { cpu_json(s) } else { json!({"cpu_usage": {"total_usage": 0}, "throttling_data": {}}) },
+        "precpu_stats": precpu,
+        "memory_stats": {},
+        "blkio_stats": {
+            "io_service_bytes_recursive": null,
+            "io_serviced_recursive": null,
+            "io_queue_recursive": null,
+            "io_service_time_recursive": null,
+            "io_wait_time_recursive": null,
+            "io_merged_recursive": null,
+            "io_time_recursive": null,
+            "sectors_recursive": null,
         },
-        "blkio_stats": {},
-        "networks": {},
+        "storage_stats": {},
     });
-    Ok(body::json(StatusCode::OK, &value))
+    if !s.running {
+        return value;
+    }
+    if let Some(p) = &s.cgroup.pids {
+        value["pids_stats"] = json!({"current": p.current});
+        if p.limit > 0 {
+            value["pids_stats"]["limit"] = json!(p.limit);
+        }
+    }
+    if let Some(m) = &s.cgroup.memory {
+        let mut memory = json!({
+            "usage": m.usage.usage,
+            "limit": m.usage.limit.min(host_memory()),
+            "stats": m.raw,
+        });
+        // v1 only (v2 has no such counters), as in Docker.
+        if m.usage.max > 0 {
+            memory["max_usage"] = json!(m.usage.max);
+        }
+        if m.raw.contains_key("total_inactive_file") {
+            memory["failcnt"] = json!(m.usage.failcnt);
+        }
+        value["memory_stats"] = memory;
+    }
+    if let Some(b) = &s.cgroup.blkio {
+        let entries = |list: &[berth_engine::containers::BlkioEntry]| -> Value {
+            if list.is_empty() {
+                return Value::Null;
+            }
+            json!(list
+                .iter()
+                .map(|e| json!({"major": e.major, "minor": e.minor, "op": e.op, "value": e.value}))
+                .collect::<Vec<_>>())
+        };
+        value["blkio_stats"]["io_service_bytes_recursive"] = entries(&b.io_service_bytes_recursive);
+        value["blkio_stats"]["io_serviced_recursive"] = entries(&b.io_serviced_recursive);
+    }
+    if let Some(networks) = &s.networks {
+        let map: serde_json::Map<String, Value> = networks
+            .iter()
+            .map(|(name, n)| {
+                (
+                    name.clone(),
+                    json!({
+                        "rx_bytes": n.rx_bytes, "rx_packets": n.rx_packets,
+                        "rx_errors": n.rx_errors, "rx_dropped": n.rx_dropped,
+                        "tx_bytes": n.tx_bytes, "tx_packets": n.tx_packets,
+                        "tx_errors": n.tx_errors, "tx_dropped": n.tx_dropped,
+                    }),
+                )
+            })
+            .collect();
+        value["networks"] = Value::Object(map);
+    }
+    value
+}
+
+/// How often a stats stream samples (Docker's collector interval).
+const STATS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+async fn stats_sample(state: &Arc<ApiState>, id: &str) -> Result<StatsSample, ApiError> {
+    let st = Arc::clone(state);
+    let id = id.to_string();
+    tokio::task::spawn_blocking(move || service(&st).stats_sample(&id))
+        .await
+        .map_err(|e| ApiError::Internal(format!("stats task: {e}")))?
+        .map_err(ApiError::from)
+}
+
+/// `GET /containers/{id}/stats?stream=&one-shot=`: with `stream` (the
+/// default) one object per second until the container stops or the client
+/// goes away; otherwise one object, a second after a first sample so that
+/// `precpu_stats` is filled (at once, with empty `precpu_stats`, with
+/// `one-shot`).
+pub async fn stats(
+    state: &Arc<ApiState>,
+    reference: &str,
+    query: &Query,
+) -> Result<ApiResponse, ApiError> {
+    let stream = query
+        .get("stream")
+        .is_none_or(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"));
+    let one_shot = query.flag("one-shot");
+    if stream && one_shot {
+        return Err(ApiError::bad("cannot have stream=true and one-shot=true"));
+    }
+    let first = stats_sample(state, reference).await?;
+    let id = first.id.clone();
+    if !stream {
+        if one_shot || !first.running {
+            return Ok(body::json(StatusCode::OK, &stats_json(&first, None)));
+        }
+        tokio::time::sleep(STATS_INTERVAL).await;
+        let second = stats_sample(state, &id).await?;
+        return Ok(body::json(
+            StatusCode::OK,
+            &stats_json(&second, Some(&first)),
+        ));
+    }
+    let (tx, response) = body::stream("application/json");
+    let state = Arc::clone(state);
+    tokio::spawn(async move {
+        if tx
+            .send(body::json_line(&stats_json(&first, None)))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let mut prev = first;
+        while prev.running {
+            tokio::select! {
+                _ = tx.closed() => return,
+                _ = tokio::time::sleep(STATS_INTERVAL) => {}
+            }
+            // Removed meanwhile: the stream ends.
+            let Ok(sample) = stats_sample(&state, &id).await else {
+                return;
+            };
+            if !sample.running {
+                // Stopped: the stream ends, as Docker's does.
+                return;
+            }
+            if tx
+                .send(body::json_line(&stats_json(&sample, Some(&prev))))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            prev = sample;
+        }
+    });
+    Ok(response)
 }
 
 /// `POST /containers/{id}/attach` with an HTTP upgrade: bytes from the
@@ -709,6 +835,10 @@ pub async fn attach(
     let tty = info.record.config.tty;
     let want_stdin = query.flag("stdin");
     let want = [false, query.flag("stdout"), query.flag("stderr")];
+    let keys = query.get("detachKeys").unwrap_or_default();
+    let detach_keys = crate::detach::parse_keys(keys)
+        .map_err(|_| ApiError::bad(format!("Invalid detach keys ({keys}) provided")))?;
+    let id = info.record.id.clone();
     // Register before answering 101 (an unknown container is a 404): the
     // client starts the container as soon as this request returned, and
     // `start` hands the monitor's socket to the clients registered by then.
@@ -728,7 +858,11 @@ pub async fn attach(
         let Ok(socket) = tokio::net::UnixStream::from_std(socket) else {
             return;
         };
-        relay_attach(client, socket, tty, want_stdin, want).await;
+        // Detach keys apply to a terminal, as in Docker.
+        let stdin = want_stdin.then(|| tty.then(|| DetachScanner::new(detach_keys)));
+        if relay_attach(client, socket, tty, stdin, want).await {
+            service(&state).container_event(&id, "detach", &[]);
+        }
     });
     Ok(upgrade_response(tty))
 }
@@ -754,54 +888,86 @@ fn upgrade_response(tty: bool) -> ApiResponse {
 
 /// Moves bytes between an attached client and the monitor's attach socket
 /// (whose frames have Docker's 8-byte header: 0 stdin, 1 stdout, 2 stderr,
-/// 4 exit).
+/// 4 exit). The client's input goes to the container when `stdin` is given,
+/// through it: it watches for the detach keys. Returns true when the client
+/// detached (the container runs on).
 async fn relay_attach<C>(
     client: C,
     socket: tokio::net::UnixStream,
     tty: bool,
-    want_stdin: bool,
+    stdin: Option<Option<DetachScanner>>,
     want: [bool; 3],
-) where
+) -> bool
+where
     C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let (mut client_read, mut client_write) = tokio::io::split(client);
     let (mut sock_read, mut sock_write) = socket.into_split();
+    let detached = Arc::new(tokio::sync::Notify::new());
     // Without stdin the write half is kept to the end: dropping it would
     // half-close the connection, which the monitor reads as stdin closed.
     let mut idle_write = None;
-    let input = if !want_stdin {
-        idle_write = Some(sock_write);
-        None
-    } else {
-        Some(tokio::spawn(async move {
-            let mut buf = vec![0u8; 32 * 1024];
-            loop {
-                match client_read.read(&mut buf).await {
-                    Ok(0) | Err(_) => {
+    let input = match stdin {
+        None => {
+            idle_write = Some(sock_write);
+            None
+        }
+        Some(mut scanner) => {
+            let detached = Arc::clone(&detached);
+            Some(tokio::spawn(async move {
+                let mut buf = vec![0u8; 32 * 1024];
+                loop {
+                    let n = match client_read.read(&mut buf).await {
+                        Ok(0) | Err(_) => 0,
+                        Ok(n) => n,
+                    };
+                    if n == 0 {
+                        let held = scanner.as_mut().map(DetachScanner::finish);
+                        if let Some(held) = held.filter(|h| !h.is_empty()) {
+                            let _ = sock_write.write_all(&frame(0, &held)).await;
+                        }
                         // Half-close: an empty stdin frame closes the container's stdin.
                         let _ = sock_write.write_all(&frame(0, &[])).await;
-                        break;
+                        return;
                     }
-                    Ok(n) => {
-                        if sock_write.write_all(&frame(0, &buf[..n])).await.is_err() {
-                            break;
+                    let (data, detach) = match scanner.as_mut() {
+                        Some(s) => {
+                            let scanned = s.scan(&buf[..n]);
+                            (scanned.forward, scanned.detach)
                         }
+                        None => (buf[..n].to_vec(), false),
+                    };
+                    if !data.is_empty() && sock_write.write_all(&frame(0, &data)).await.is_err() {
+                        return;
+                    }
+                    if detach {
+                        detached.notify_one();
+                        return;
                     }
                 }
-            }
-        }))
+            }))
+        }
     };
     let mut header = [0u8; 8];
+    let mut was_detached = false;
     loop {
-        if sock_read.read_exact(&mut header).await.is_err() {
-            break;
-        }
-        let len = u32::from_be_bytes([header[4], header[5], header[6], header[7]]) as usize;
-        let mut payload = vec![0u8; len];
-        if sock_read.read_exact(&mut payload).await.is_err() {
-            break;
-        }
-        let kind = header[0];
+        let read = async {
+            sock_read.read_exact(&mut header).await?;
+            let len = u32::from_be_bytes([header[4], header[5], header[6], header[7]]) as usize;
+            let mut payload = vec![0u8; len];
+            sock_read.read_exact(&mut payload).await?;
+            Ok::<_, std::io::Error>((header[0], payload))
+        };
+        let (kind, payload) = tokio::select! {
+            frame = read => match frame {
+                Ok(frame) => frame,
+                Err(_) => break,
+            },
+            () = detached.notified() => {
+                was_detached = true;
+                break;
+            }
+        };
         if kind == 4 {
             break;
         }
@@ -822,6 +988,7 @@ async fn relay_attach<C>(
         input.abort();
     }
     drop(idle_write);
+    was_detached
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -835,6 +1002,7 @@ struct ExecBody {
     console_size: Option<Vec<u16>>,
     attach_stdin: bool,
     privileged: bool,
+    detach_keys: String,
 }
 
 /// Docker's `ConsoleSize`: `[height, width]`; zeros mean unset.
@@ -856,6 +1024,12 @@ pub async fn exec_create(
     if parsed.cmd.is_empty() {
         return Err(ApiError::bad("No exec command specified"));
     }
+    if crate::detach::parse_keys(&parsed.detach_keys).is_err() {
+        return Err(ApiError::bad(format!(
+            "Invalid escape keys ({}) provided",
+            parsed.detach_keys
+        )));
+    }
     let id = service(state).exec_create(
         reference,
         ExecConfig {
@@ -867,6 +1041,7 @@ pub async fn exec_create(
             console_size: console_size(parsed.console_size.as_deref()),
             attach_stdin: parsed.attach_stdin,
             privileged: parsed.privileged,
+            detach_keys: parsed.detach_keys,
         },
     )?;
     Ok(body::json(StatusCode::CREATED, &json!({"Id": id})))
@@ -944,11 +1119,21 @@ pub async fn exec_start(
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(64);
     let stdin = session.stdin.take();
     let tty = session.tty;
+    // Detach keys apply to a terminal, as in Docker (checked at create).
+    let mut scanner = match tty {
+        true => Some(DetachScanner::new(
+            crate::detach::parse_keys(&session.detach_keys).map_err(ApiError::bad)?,
+        )),
+        false => None,
+    };
+    let container_id = service(&state).exec_inspect(exec_id)?.container_id;
+    let exec_id = exec_id.to_string();
     let spawn_reader = |mut reader: Box<dyn std::io::Read + Send>,
                         kind: u8,
                         tx: tokio::sync::mpsc::Sender<Bytes>| {
         std::thread::spawn(move || {
             let mut buf = vec![0u8; 32 * 1024];
+            let mut connected = true;
             loop {
                 match reader.read(&mut buf) {
                     Ok(0) | Err(_) => break,
@@ -958,8 +1143,11 @@ pub async fn exec_start(
                         } else {
                             frame(kind, &buf[..n])
                         };
-                        if tx.blocking_send(chunk).is_err() {
-                            break;
+                        // Once the client is gone (or detached) the output is
+                        // still read, and dropped: the process must not block on a
+                        // full pipe, nor lose its terminal.
+                        if connected && tx.blocking_send(chunk).is_err() {
+                            connected = false;
                         }
                     }
                 }
@@ -987,14 +1175,21 @@ pub async fn exec_start(
             return;
         };
         let (mut client_read, mut client_write) = tokio::io::split(TokioIo::new(upgraded));
+        let detached = Arc::new(tokio::sync::Notify::new());
+        let input_detached = Arc::clone(&detached);
         let input = tokio::spawn(async move {
             let Some(mut stdin) = stdin else { return };
             let mut buf = vec![0u8; 32 * 1024];
             while let Ok(n) = client_read.read(&mut buf).await {
-                if n == 0 {
-                    break;
-                }
-                let data = buf[..n].to_vec();
+                let (data, detach) = match (n, scanner.as_mut()) {
+                    (0, Some(s)) => (s.finish(), false),
+                    (0, None) => (Vec::new(), false),
+                    (n, Some(s)) => {
+                        let scanned = s.scan(&buf[..n]);
+                        (scanned.forward, scanned.detach)
+                    }
+                    (n, None) => (buf[..n].to_vec(), false),
+                };
                 let result = tokio::task::spawn_blocking(move || {
                     use std::io::Write;
                     stdin.write_all(&data).map(|()| stdin)
@@ -1004,11 +1199,33 @@ pub async fn exec_start(
                     Ok(Ok(s)) => stdin = s,
                     _ => break,
                 }
+                if detach {
+                    input_detached.notify_one();
+                    break;
+                }
+                if n == 0 {
+                    break;
+                }
             }
         });
-        while let Some(chunk) = rx.recv().await {
-            if client_write.write_all(&chunk).await.is_err() {
-                break;
+        loop {
+            tokio::select! {
+                chunk = rx.recv() => match chunk {
+                    Some(chunk) => {
+                        if client_write.write_all(&chunk).await.is_err() {
+                            break;
+                        }
+                    }
+                    None => break,
+                },
+                () = detached.notified() => {
+                    service(&state).container_event(
+                        &container_id,
+                        "exec_detach",
+                        &[("execID", exec_id.clone())],
+                    );
+                    break;
+                }
             }
         }
         let _ = client_write.shutdown().await;

@@ -297,7 +297,10 @@ fn publish_removed(state: &ApiState, id: &str, removed: &[Removed]) {
     for r in removed {
         match r {
             Removed::Untagged(n) => state.events.image("untag", id, Some(n)),
-            Removed::Deleted(d) => state.events.image("delete", &d.to_string(), None),
+            Removed::Deleted(d) => {
+                let d = d.to_string();
+                state.events.image("delete", &d, Some(&d))
+            }
         }
     }
 }

@@ -13,6 +13,7 @@
 //!   load and import as streamed tar bodies on blocking threads.
 //! - [`events`]: the event log and `/events`.
 //! - [`volumes`]: `/volumes` (the local driver); [`archive`]: `docker cp`.
+//! - [`detach`]: the detach keys of attach and exec sessions with a terminal.
 //! - [`error`]: the error kinds and their HTTP status codes.
 //! - [`body`], [`query`], [`time`]: plumbing.
 
@@ -21,6 +22,7 @@
 pub mod archive;
 pub mod body;
 pub mod containers;
+pub mod detach;
 pub mod error;
 pub mod events;
 pub mod images;
@@ -84,10 +86,13 @@ impl ApiState {
         config.network = daemon.network.clone();
         let containers =
             berth_engine::containers::ContainerService::open(config, Arc::clone(&images))?;
+        // One event log: the engine's services publish there, the image
+        // endpoints too.
+        let events = EventHub::new(containers.events().clone());
         Ok(ApiState {
             images,
             containers,
-            events: EventHub::new(),
+            events,
             daemon,
         })
     }

@@ -195,7 +195,7 @@ fn endpoint_json(n: &Network, e: &Endpoint, r: &ContainerRecord) -> Value {
 
 /// `NetworkSettings` of `GET /containers/{id}/json`.
 pub fn inspect_settings(service: &ContainerService, r: &ContainerRecord) -> Value {
-    let eps = service.container_endpoints(&r.id);
+    let eps = service.record_endpoints(r);
     let mut ports = serde_json::Map::new();
     let active = r.state.status.is_active();
     for key in exposed(r) {
@@ -274,11 +274,11 @@ fn empty_endpoint() -> Value {
 }
 
 /// `Ports` of `GET /containers/json` (what `docker ps` shows).
-pub fn list_ports(service: &ContainerService, r: &ContainerRecord) -> Value {
+pub fn list_ports(r: &ContainerRecord, eps: &[(Network, Endpoint)]) -> Value {
     let mut out = Vec::new();
     let mut published = std::collections::HashSet::new();
     if r.state.status.is_active() {
-        for (_, e) in service.container_endpoints(&r.id) {
+        for (_, e) in eps {
             for b in &e.ports {
                 published.insert(format!("{}/{}", b.container_port, b.proto));
                 out.push(json!({
@@ -302,10 +302,10 @@ pub fn list_ports(service: &ContainerService, r: &ContainerRecord) -> Value {
 }
 
 /// `NetworkSettings` of `GET /containers/json`.
-pub fn list_settings(service: &ContainerService, r: &ContainerRecord) -> Value {
+pub fn list_settings(r: &ContainerRecord, eps: &[(Network, Endpoint)]) -> Value {
     let mut networks = serde_json::Map::new();
-    for (n, e) in service.container_endpoints(&r.id) {
-        networks.insert(n.name.clone(), endpoint_json(&n, &e, r));
+    for (n, e) in eps {
+        networks.insert(n.name.clone(), endpoint_json(n, e, r));
     }
     json!({"Networks": networks})
 }

@@ -103,6 +103,11 @@ impl Filters {
         self.0.contains_key(key)
     }
 
+    /// The keys given.
+    pub fn keys(&self) -> impl Iterator<Item = &String> {
+        self.0.keys()
+    }
+
     /// Refuses keys this endpoint does not know, as Docker does.
     pub fn only(&self, allowed: &[&str]) -> Result<(), ApiError> {
         match self.0.keys().find(|k| !allowed.contains(&k.as_str())) {

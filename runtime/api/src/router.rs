@@ -165,7 +165,7 @@ async fn route(request: Request<Incoming>, state: Arc<ApiState>) -> Result<ApiRe
                 ("json", true, _) => return containers::inspect(&state, id).await,
                 ("logs", true, _) => return containers::logs(&state, id, &query).await,
                 ("top", true, _) => return containers::top(&state, id).await,
-                ("stats", true, _) => return containers::stats(&state, id).await,
+                ("stats", true, _) => return containers::stats(&state, id, &query).await,
                 ("export", true, _) => return containers::export(&state, id).await,
                 ("start", _, true) => return containers::start(&state, id).await,
                 ("stop", _, true) => return containers::stop(&state, id, &query).await,

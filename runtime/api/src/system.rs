@@ -302,7 +302,7 @@ pub async fn info(state: &Arc<ApiState>) -> Result<ApiResponse, ApiError> {
         },
         "LiveRestoreEnabled": true,
         "Isolation": "",
-        "InitBinary": "",
+        "InitBinary": "docker-init",
         "ContainerdCommit": { "ID": "" },
         "RuncCommit": { "ID": "" },
         "InitCommit": { "ID": "" },

@@ -100,15 +100,7 @@ pub async fn create(state: &Arc<ApiState>, body: Incoming) -> Result<ApiResponse
         labels: parsed.labels.unwrap_or_default(),
     };
     let st = Arc::clone(state);
-    let (volume, created) = blocking(move || Ok(st.containers.volumes().create(req)?)).await?;
-    if created {
-        state.events.publish(
-            "volume",
-            "create",
-            &volume.name,
-            [("driver".to_string(), volume.driver.clone())].into(),
-        );
-    }
+    let (volume, _) = blocking(move || Ok(st.containers.volumes().create(req)?)).await?;
     Ok(body::json(StatusCode::CREATED, &volume_json(&volume, None)))
 }
 
@@ -128,9 +120,6 @@ pub async fn remove(
     let st = Arc::clone(state);
     let owned = name.to_string();
     blocking(move || Ok(st.containers.volume_remove(&owned, force)?)).await?;
-    state
-        .events
-        .publish("volume", "destroy", name, BTreeMap::new());
     Ok(body::empty(StatusCode::NO_CONTENT))
 }
 
@@ -140,11 +129,6 @@ pub async fn prune(state: &Arc<ApiState>, query: &Query) -> Result<ApiResponse, 
     let f = filters(query, true)?;
     let st = Arc::clone(state);
     let report = blocking(move || Ok(st.containers.volume_prune(&f)?)).await?;
-    for name in &report.deleted {
-        state
-            .events
-            .publish("volume", "destroy", name, BTreeMap::new());
-    }
     Ok(body::json(
         StatusCode::OK,
         &json!({"VolumesDeleted": report.deleted, "SpaceReclaimed": report.space_reclaimed}),

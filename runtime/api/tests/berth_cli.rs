@@ -13,7 +13,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::{berth_binary, Server};
+use common::{berth_binary, Server, Terminal};
 
 /// `berth` with its own config directory, so contexts never leak between
 /// tests or from the user running them.
@@ -131,7 +131,7 @@ fn import_busybox(server: &Server, berth: &Berth) {
     std::fs::create_dir_all(root.join("bin")).unwrap();
     std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static installed");
     for applet in [
-        "sh", "sleep", "echo", "cat", "true", "tty", "stty", "pwd", "id", "env",
+        "sh", "sleep", "echo", "cat", "true", "tty", "stty", "pwd", "id", "env", "ps",
     ] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
     }
@@ -180,6 +180,14 @@ fn run_exec_attach_and_exit_codes() {
             line
         );
     }
+    // --init: the engine's init is pid 1 and passes the exit status on.
+    let out = berth.ok(&["run", "--rm", "--init", "busybox", "ps", "-o", "pid,comm"]);
+    assert!(
+        out.contains("1 docker-init") && out.contains("2 ps"),
+        "{out}"
+    );
+    let out = berth.run(&["run", "--rm", "--init", "busybox", "sh", "-c", "exit 3"]);
+    assert_eq!(out.status.code(), Some(3));
     // --rm: nothing left behind.
     assert_eq!(berth.ok(&["ps", "-aq"]).trim(), "");
 
@@ -261,12 +269,14 @@ fn run_exec_attach_and_exit_codes() {
         berth.ok(&["exec", "-d", "target", "sh", "-c", "echo x > /work/bg"]),
         ""
     );
-    // Exit codes as docker's: 127 command not found. (126, "cannot
-    // invoke", needs the runtime to tell a non-executable file from a
-    // missing one; today it reports both as not found.)
+    // Exit codes as docker's: 127 command not found, 126 not executable.
     assert_eq!(
         berth.run(&["exec", "target", "nosuch"]).status.code(),
         Some(127)
+    );
+    assert_eq!(
+        berth.run(&["exec", "target", "/work"]).status.code(),
+        Some(126)
     );
     let out = berth.run(&["exec", "no-such-container", "true"]);
     assert_eq!(out.status.code(), Some(1));
@@ -312,14 +322,39 @@ fn run_exec_attach_and_exit_codes() {
     let left = berth.ok(&["ps", "-a", "--format", "{{.Names}}"]);
     assert_eq!(left.trim(), "target", "{left}");
 
-    // run's exit codes: 127 not found, 125 daemon or usage errors; --rm
-    // still removes a container that failed to start.
+    // run's exit codes: 127 not found, 126 not executable, 125 daemon or
+    // usage errors; --rm still removes a container that failed to start.
     assert_eq!(
         berth
             .run(&["run", "--rm", "busybox", "nosuch"])
             .status
             .code(),
         Some(127)
+    );
+    let out = berth.run(&["run", "--rm", "busybox", "/nonexistent"]);
+    assert_eq!(out.status.code(), Some(127));
+    assert!(
+        text(&out.stderr).contains("no such file or directory"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = berth.run(&["run", "--rm", "busybox", "/bin/busybox/x"]);
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out.stderr));
+    let out = berth.run(&["run", "--rm", "busybox", "/work"]);
+    assert_eq!(out.status.code(), Some(126));
+    assert!(
+        text(&out.stderr).contains("is a directory"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = berth.run(&["run", "--rm", "-d", "busybox", "/work"]);
+    assert_eq!(out.status.code(), Some(126));
+    let out = berth.run(&["run", "--rm", "--cap-add", "bogus", "busybox", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        text(&out.stderr).contains("CAP_BOGUS"),
+        "{}",
+        text(&out.stderr)
     );
     let dup = berth.run(&["run", "--name", "target", "busybox", "true"]);
     assert_eq!(dup.status.code(), Some(125), "{}", text(&dup.stderr));
@@ -744,4 +779,75 @@ fn completions_for_every_shell() {
     }
     let out = berth.run(&["completion", "tcsh"]);
     assert_eq!(out.status.code(), Some(125));
+}
+
+/// ctrl-p ctrl-q (or --detach-keys) ends `berth run -it`, `attach` and `exec -it` with the
+/// process left running, as docker's; bad keys are refused before anything is created.
+#[test]
+fn detach_keys_leave_the_process_running() {
+    let server = Server::start();
+    let berth = Berth::for_server(&server);
+    let _cleanup = Cleanup(&berth);
+    import_busybox(&server, &berth);
+    let running = || {
+        berth
+            .ok(&["inspect", "-f", "{{.State.Running}}", "bdet"])
+            .trim()
+            == "true"
+    };
+
+    let mut t = Terminal::spawn(berth.command(&[
+        "run",
+        "-it",
+        "--name",
+        "bdet",
+        "busybox",
+        "sh",
+        "-c",
+        "echo ready; while read line; do echo got:$line; done",
+    ]));
+    t.wait_for("ready");
+    t.type_keys(b"hello\r");
+    t.wait_for("got:hello");
+    // berth finds the keys wherever a read splits the input.
+    t.type_keys(b"\x10\x11");
+    let (code, out) = t.finish();
+    assert_eq!(code, Some(0), "{out}");
+    assert!(running());
+
+    let mut t = Terminal::spawn(berth.command(&["attach", "--detach-keys", "ctrl-x", "bdet"]));
+    t.type_keys(b"again\r");
+    t.wait_for("got:again");
+    t.type_keys(b"\x18");
+    let (code, out) = t.finish();
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("read escape sequence"), "{out}");
+    assert!(running());
+
+    let mut t = Terminal::spawn(berth.command(&[
+        "exec",
+        "-it",
+        "--detach-keys",
+        "ctrl-x",
+        "bdet",
+        "sh",
+        "-c",
+        "echo exec-ready; read x; echo never",
+    ]));
+    t.wait_for("exec-ready");
+    t.type_keys(b"\x18");
+    let (code, out) = t.finish();
+    assert_eq!(code, Some(1), "{out}");
+    assert!(!out.contains("never"), "{out}");
+    let ps = berth.ok(&["exec", "bdet", "ps", "-o", "args"]);
+    assert!(ps.contains("echo exec-ready"), "{ps}");
+
+    let out = berth.run(&["run", "--detach-keys", "ctrl-P", "busybox", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        text(&out.stderr).contains("\"ctrl-P\""),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(berth.ok(&["ps", "-aq"]).lines().count(), 1);
 }

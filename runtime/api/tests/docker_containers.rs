@@ -132,3 +132,136 @@ fn docker_container_lifecycle_with_busybox() {
         String::from_utf8_lossy(&dup.stderr)
     );
 }
+
+/// Docker's exit codes for a command that cannot run: 127 when it is
+/// missing, 126 when it cannot be executed (the engine fails the start with
+/// runc's wording, which the docker CLI reads), 125 when the engine refuses
+/// the request itself.
+#[test]
+fn docker_exit_codes_for_commands_that_cannot_run() {
+    let server = Server::start();
+    let _cleanup = Cleanup(&server);
+    let root = server.busybox_rootfs(&["sh", "sleep", "true"]);
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n").unwrap();
+    server.import_rootfs(&root);
+    let stderr = |out: &std::process::Output| String::from_utf8_lossy(&out.stderr).into_owned();
+
+    // A missing file, named by path or looked up in PATH: 127.
+    let out = server.docker(&["run", "--rm", "busybox", "/nonexistent"]);
+    assert_eq!(out.status.code(), Some(127), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("/nonexistent: no such file or directory"),
+        "{}",
+        stderr(&out)
+    );
+    let out = server.docker(&["run", "--name", "nosuch", "busybox", "nosuch"]);
+    assert_eq!(out.status.code(), Some(127), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("exec: \"nosuch\": executable file not found in $PATH"),
+        "{}",
+        stderr(&out)
+    );
+    // The container stays created, with the code and the reason recorded.
+    let state = server.docker_ok(&[
+        "inspect",
+        "-f",
+        "{{.State.Status}} {{.State.ExitCode}} {{.State.Error}}",
+        "nosuch",
+    ]);
+    assert!(
+        state.starts_with("created 127 ") && state.contains("executable file not found"),
+        "{state}"
+    );
+    // The API answers the start with 400, as Docker does for a bad command.
+    let start = server.http("POST", "/containers/nosuch/start");
+    assert_eq!(start.status, 400, "{}", start.body);
+    assert!(
+        start.body.contains("executable file not found"),
+        "{}",
+        start.body
+    );
+
+    // A file that is not executable, or a directory: 126.
+    let out = server.docker(&["run", "--rm", "busybox", "/etc/passwd"]);
+    assert_eq!(out.status.code(), Some(126), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("exec: \"/etc/passwd\": permission denied"),
+        "{}",
+        stderr(&out)
+    );
+    let out = server.docker(&["run", "--rm", "busybox", "/etc"]);
+    assert_eq!(out.status.code(), Some(126), "{}", stderr(&out));
+    assert!(stderr(&out).contains("is a directory"), "{}", stderr(&out));
+
+    // --rm removed the containers that never ran.
+    assert_eq!(server.docker_ok(&["ps", "-aq"]).trim().lines().count(), 1);
+
+    // The same codes for exec.
+    server.docker_ok(&["run", "-d", "--name", "box", "busybox", "sleep", "60"]);
+    let out = server.docker(&["exec", "box", "/nonexistent"]);
+    assert_eq!(out.status.code(), Some(127), "{}", stderr(&out));
+    let out = server.docker(&["exec", "box", "/etc/passwd"]);
+    assert_eq!(out.status.code(), Some(126), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("permission denied"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Requests the engine refuses: 125, with its reason.
+    let out = server.docker(&["run", "--rm", "--cap-add", "bogus", "busybox", "true"]);
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert!(stderr(&out).contains("CAP_BOGUS"), "{}", stderr(&out));
+    let out = server.docker(&["run", "--rm", "--stop-signal", "NOPE", "busybox", "true"]);
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert!(stderr(&out).contains("NOPE"), "{}", stderr(&out));
+    server.docker_ok(&["rm", "-f", "box", "nosuch"]);
+    assert_eq!(server.docker_ok(&["ps", "-aq"]).trim(), "");
+}
+
+/// `docker stop x && docker start x`, and a start right after the container
+/// exited on its own, start it again every time: the engine waits for the
+/// previous run's monitor to finish instead of answering "already running"
+/// (a 304 the CLI reports as success, with nothing started).
+#[test]
+fn docker_start_right_after_stop_or_exit_starts_it_again() {
+    let server = Server::start();
+    let _cleanup = Cleanup(&server);
+    import_busybox(&server);
+    let state = |name: &str| {
+        server.docker_ok(&[
+            "inspect",
+            "-f",
+            "{{.State.Status}} {{.State.Pid}} {{.State.StartedAt}}",
+            name,
+        ])
+    };
+
+    server.docker_ok(&["run", "-d", "--name", "looper", "busybox", "sleep", "60"]);
+    let mut last = state("looper");
+    for i in 0..10 {
+        server.docker_ok(&["stop", "-t", "0", "looper"]);
+        assert!(state("looper").starts_with("exited "), "round {i}");
+        server.docker_ok(&["start", "looper"]);
+        let now = state("looper");
+        assert!(now.starts_with("running "), "round {i}: {now}");
+        assert_ne!(now, last, "round {i}: the same run as before");
+        last = now;
+    }
+
+    // `docker wait` answers once the exit is recorded, while the monitor
+    // may still be cleaning up: each start must still run the command.
+    server.docker_ok(&["run", "-d", "--name", "quick", "busybox", "echo", "ran"]);
+    for i in 0..10 {
+        assert_eq!(
+            server.docker_ok(&["wait", "quick"]).trim(),
+            "0",
+            "round {i}"
+        );
+        server.docker_ok(&["start", "quick"]);
+    }
+    server.docker_ok(&["wait", "quick"]);
+    let logs = server.docker_ok(&["logs", "quick"]);
+    assert_eq!(logs, "ran\n".repeat(11), "every start ran the command");
+}

@@ -368,6 +368,10 @@ fn containers_reach_each_other_by_name_and_not_across_networks() {
     require!();
     let d = NetDaemon::start("dns");
     let o = d.octet;
+    let t0 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
     d.ok(&[
         "network",
         "create",
@@ -410,9 +414,12 @@ fn containers_reach_each_other_by_name_and_not_across_networks() {
     // By name and by alias, through the embedded DNS.
     let fetch = |net: &str, host: &str| {
         d.docker(&[
-            // busybox 1.35's wget crashes with -T: bound it with timeout(1) instead.
+            // busybox 1.35's wget crashes with -T: bound it with timeout(1) instead, under
+            // --init: as PID 1, wget would ignore timeout's SIGTERM and wait out the kernel's
+            // SYN retries (over two minutes) for the address another network may not reach.
             "run",
             "--rm",
+            "--init",
             "--network",
             net,
             "busybox",
@@ -484,13 +491,91 @@ fn containers_reach_each_other_by_name_and_not_across_networks() {
     ]);
     assert!(out.contains(&format!("nameserver 10.{o}.10.1")), "{out}");
 
-    // connect / disconnect a running container.
+    // connect / disconnect a running container: other containers resolve it on the network
+    // it joined (the embedded DNS), and its own /etc/hosts names it at its new address too,
+    // until it leaves again; lines added inside the container stay.
+    let hostname = d.ok(&["inspect", "-f", "{{.Config.Hostname}}", "web"]);
+    let hostname = hostname.trim();
+    let hosts = || d.ok(&["exec", "web", "cat", "/etc/hosts"]);
+    let front_line = format!("{ip}\t{hostname}");
+    assert!(hosts().lines().any(|l| l == front_line), "{}", hosts());
+    d.ok(&[
+        "exec",
+        "web",
+        "sh",
+        "-c",
+        "echo '10.9.9.9\tmine' >> /etc/hosts",
+    ]);
     d.ok(&["network", "connect", "back", "web"]);
+    let back_ip = d.ok(&[
+        "inspect",
+        "-f",
+        "{{.NetworkSettings.Networks.back.IPAddress}}",
+        "web",
+    ]);
+    let back_ip = back_ip.trim();
+    assert!(back_ip.starts_with(&format!("10.{o}.20.")), "{back_ip}");
+    let back_line = format!("{back_ip}\t{hostname}");
+    let after_connect = hosts();
+    assert!(
+        after_connect.lines().any(|l| l == back_line),
+        "{after_connect}"
+    );
     wait_until("web to answer on back", Duration::from_secs(20), || {
         reached("back", "web")
     });
     d.ok(&["network", "disconnect", "back", "web"]);
+    let after_disconnect = hosts();
+    assert!(!after_disconnect.contains(back_ip), "{after_disconnect}");
+    assert!(
+        after_disconnect.lines().any(|l| l == front_line) && after_disconnect.contains("mine"),
+        "{after_disconnect}"
+    );
     assert!(!fetch("back", "web").status.success(), "after disconnect");
+
+    // Stats count the traffic of the container's own interfaces (web served pages).
+    let net_io = d.ok(&["stats", "--no-stream", "--format", "{{.NetIO}}", "web"]);
+    assert!(!net_io.starts_with("0B / "), "{net_io}");
+    assert!(!net_io.trim().ends_with(" / 0B"), "{net_io}");
+
+    // Network events as Docker's: create, then connect/disconnect per container.
+    let until = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let events = d.ok(&[
+        "events",
+        "--since",
+        &format!("{t0:.9}"),
+        "--until",
+        &format!("{until:.9}"),
+        "--filter",
+        "type=network",
+        "--filter",
+        "network=back",
+        "--format",
+        "{{.Action}} {{.Actor.Attributes.name}} {{.Actor.Attributes.type}} {{.Actor.Attributes.container}}",
+    ]);
+    let web_id = d.ok(&["inspect", "-f", "{{.Id}}", "web"]);
+    let web_id = web_id.trim();
+    let lines: Vec<&str> = events.lines().collect();
+    assert_eq!(
+        lines.first(),
+        Some(&"create back bridge <no value>"),
+        "{events}"
+    );
+    let web_lines: Vec<&str> = lines
+        .iter()
+        .filter(|l| l.ends_with(web_id))
+        .map(|l| l.split(' ').next().unwrap_or(""))
+        .collect();
+    assert_eq!(web_lines, ["connect", "disconnect"], "{events}");
+    // `other` joined back when it started and is still there.
+    let other_id = d.ok(&["inspect", "-f", "{{.Id}}", "other"]);
+    assert!(
+        lines.contains(&format!("connect back bridge {}", other_id.trim()).as_str()),
+        "{events}"
+    );
 
     // Network modes: none has only lo; host sees the daemon's links.
     let out = d.ok(&[
@@ -543,6 +628,158 @@ fn containers_reach_each_other_by_name_and_not_across_networks() {
     for n in ["front", "back", "bridge", "host", "none"] {
         assert!(ls.lines().any(|l| l == n), "{ls}");
     }
+}
+
+#[test]
+fn ipv6_user_network_gives_addresses_names_and_isolation() {
+    require!();
+    let d = NetDaemon::start("six");
+    let o = d.octet;
+    // Unique per test (like the IPv4 ranges), and only inside the test's namespace.
+    let prefix = format!("fd00:{o:x}:6::");
+    d.ok(&[
+        "network",
+        "create",
+        "--ipv6",
+        "--subnet",
+        &format!("10.{o}.60.0/24"),
+        "--subnet",
+        &format!("{prefix}/64"),
+        "six",
+    ]);
+    d.ok(&[
+        "network",
+        "create",
+        "--ipv6",
+        "--subnet",
+        &format!("10.{o}.70.0/24"),
+        "--subnet",
+        &format!("fd00:{o:x}:7::/64"),
+        "seven",
+    ]);
+    let mut web = vec!["run", "-d", "--name", "web", "--network", "six", "busybox"];
+    web.extend_from_slice(HTTPD);
+    d.ok(&web);
+
+    // inspect: the address, its prefix length and the gateway on that network.
+    let got = d.ok(&[
+        "inspect",
+        "-f",
+        "{{with index .NetworkSettings.Networks \"six\"}}{{.GlobalIPv6Address}} {{.GlobalIPv6PrefixLen}} {{.IPv6Gateway}}{{end}}",
+        "web",
+    ]);
+    let fields: Vec<&str> = got.split_whitespace().collect();
+    let [addr, len, gateway] = fields[..] else {
+        panic!("{got}");
+    };
+    assert!(
+        addr.starts_with(&prefix) && addr != format!("{prefix}1"),
+        "{got}"
+    );
+    assert_eq!(
+        (len, gateway),
+        ("64", format!("{prefix}1").as_str()),
+        "{got}"
+    );
+    // Inside: the address on eth0, a default route through the gateway, and /etc/hosts.
+    let inside = d.ok(&[
+        "exec",
+        "web",
+        "sh",
+        "-c",
+        "ip -6 addr show dev eth0; ip -6 route; cat /etc/hosts",
+    ]);
+    assert!(inside.contains(&format!("inet6 {addr}/64")), "{inside}");
+    assert!(
+        inside.contains(&format!("default via {prefix}1")),
+        "{inside}"
+    );
+    let hostname = d.ok(&["inspect", "-f", "{{.Config.Hostname}}", "web"]);
+    assert!(
+        inside
+            .lines()
+            .any(|l| l == format!("{addr}\t{}", hostname.trim())),
+        "{inside}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&d.ok(&["network", "inspect", "six"])).unwrap();
+    assert_eq!(v[0]["EnableIPv6"], true, "{v}");
+    let subnets: Vec<&str> = v[0]["IPAM"]["Config"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["Subnet"].as_str())
+        .collect();
+    assert!(subnets.contains(&format!("{prefix}/64").as_str()), "{v}");
+    let members = v[0]["Containers"].as_object().unwrap();
+    assert!(
+        members
+            .values()
+            .any(|c| c["Name"] == "web" && c["IPv6Address"] == format!("{addr}/64")),
+        "{v}"
+    );
+
+    // Another container on the network: AAAA from the embedded DNS, ping over IPv6 by name,
+    // and TCP to the IPv6 address.
+    let out = d.ok(&[
+        "run",
+        "--rm",
+        "--init",
+        "--network",
+        "six",
+        "busybox",
+        "sh",
+        "-c",
+        &format!(
+            "nslookup -type=AAAA web && ping -6 -c 1 -W 3 web && timeout 5 wget -q -O - http://[{addr}]/"
+        ),
+    ]);
+    assert!(out.contains(&format!("Address: {addr}")), "{out}");
+    assert!(out.contains(&format!("PING web ({addr})")), "{out}");
+    assert!(out.contains("1 packets received"), "{out}");
+    assert!(out.contains("hello from berth"), "{out}");
+
+    // A container on another IPv6 network reaches neither by name nor by address.
+    let out = d.docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "seven",
+        "busybox",
+        "ping",
+        "-6",
+        "-c",
+        "1",
+        "-W",
+        "2",
+        addr,
+    ]);
+    assert!(
+        !out.status.success(),
+        "seven reached {addr}: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = d.docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "seven",
+        "busybox",
+        "nslookup",
+        "-type=AAAA",
+        "web",
+    ]);
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains(addr),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // The IPv6 rules go with the last IPv6 network.
+    assert!(d.ruleset().contains("table ip6"), "{}", d.ruleset());
+    d.ok(&["rm", "-f", "web"]);
+    d.ok(&["network", "rm", "six", "seven"]);
+    let rules = d.ruleset();
+    assert!(!rules.contains("table ip6"), "{rules}");
 }
 
 #[test]

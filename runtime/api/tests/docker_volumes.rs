@@ -8,7 +8,7 @@ mod common;
 
 use std::path::Path;
 
-use common::Server;
+use common::{poll_until, DaemonProcess, Server};
 
 /// Removes every container of the server when the test ends, even on
 /// failure (the server's temp dir holds the volumes).
@@ -437,120 +437,11 @@ fn docker_volumes_in_containers() {
     }
 }
 
-fn daemon_has_bridge_flag() -> bool {
-    std::process::Command::new(common::berth_binary())
-        .args(["daemon", "--help"])
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("--bridge"))
-}
-
-/// A `berth daemon` process of the test's own (data root and socket in a
-/// temp dir, networking off so parallel tests share nothing); restartable.
-struct DaemonProcess {
-    dir: tempfile::TempDir,
-    child: Option<std::process::Child>,
-}
-
-impl DaemonProcess {
-    fn socket(&self) -> std::path::PathBuf {
-        self.dir.path().join("berth.sock")
-    }
-
-    fn start(&mut self) {
-        let mut command = std::process::Command::new(common::berth_binary());
-        command.arg("daemon");
-        if daemon_has_bridge_flag() {
-            // Loopback only: parallel tests must not share a bridge.
-            command.args(["--bridge", "none"]);
-        }
-        let mut child = command
-            .arg("--host")
-            .arg(format!("unix://{}", self.socket().display()))
-            .arg("--data-root")
-            .arg(self.dir.path().join("data"))
-            .env("DOCKER_CONFIG", self.dir.path().join("docker-config"))
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("starting berth daemon");
-        common::wait_for_socket(&self.socket(), &mut child);
-        self.child = Some(child);
-    }
-
-    fn kill_9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill(); // SIGKILL
-            let _ = child.wait();
-        }
-    }
-
-    fn docker(&self, args: &[&str]) -> std::process::Output {
-        common::docker_at(&self.socket(), &self.dir.path().join("docker-config"), args)
-    }
-
-    fn docker_ok(&self, args: &[&str]) -> String {
-        let out = self.docker(args);
-        assert!(
-            out.status.success(),
-            "docker {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for DaemonProcess {
-    fn drop(&mut self) {
-        // Containers outlive a killed daemon by design: bring one up to
-        // remove them, then stop it.
-        if self.child.is_none() && self.socket().parent().is_some_and(Path::exists) {
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.start()));
-        }
-        let out = self.docker(&["ps", "-aq"]);
-        for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-            let _ = self.docker(&["rm", "-f", "-v", id]);
-        }
-        self.kill_9();
-    }
-}
-
-fn poll_until(what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !ok() {
-        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn containers_and_volumes_survive_kill_9_of_the_daemon() {
-    let mut daemon = DaemonProcess {
-        dir: tempfile::Builder::new()
-            .prefix("berth-kill9")
-            .tempdir()
-            .unwrap(),
-        child: None,
-    };
-    std::fs::create_dir_all(daemon.dir.path().join("docker-config")).unwrap();
+    let mut daemon = DaemonProcess::new("berth-kill9");
     daemon.start();
-    let root = daemon.dir.path().join("bbroot");
-    std::fs::create_dir_all(root.join("bin")).unwrap();
-    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static installed");
-    for applet in ["sh", "sleep", "echo", "cat"] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
-    }
-    let tar = daemon.dir.path().join("bb.tar");
-    assert!(std::process::Command::new("tar")
-        .arg("-C")
-        .arg(&root)
-        .arg("-cf")
-        .arg(&tar)
-        .arg(".")
-        .status()
-        .unwrap()
-        .success());
-    daemon.docker_ok(&["import", tar.to_str().unwrap(), "busybox:latest"]);
+    daemon.import_busybox(&["sh", "sleep", "echo", "cat"]);
 
     daemon.docker_ok(&[
         "run",

@@ -5,8 +5,10 @@
 //!   import, and container root filesystems.
 //! - [`containers`]: container lifecycle and supervision.
 //! - [`volumes`]: named and anonymous volumes (the local driver).
+//! - [`events`]: the event log (`GET /events`).
 
 pub mod containers;
+pub mod events;
 pub mod images;
 pub mod volumes;
 

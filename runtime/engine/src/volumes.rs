@@ -170,6 +170,8 @@ struct Inner {
     /// Volumes a container being created is about to use (not yet in its
     /// record): never removed meanwhile.
     held: Mutex<HashMap<String, usize>>,
+    /// `create` and `destroy` events go here.
+    events: crate::events::EventBus,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -269,44 +271,6 @@ pub fn disk_usage(path: &Path) -> u64 {
     }
 }
 
-/// Undoes mountinfo's octal escapes (`\040` for a space).
-fn unescape_mountinfo(field: &str) -> PathBuf {
-    use std::os::unix::ffi::OsStringExt;
-    let b = field.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let octal = b
-            .get(i + 1..i + 4)
-            .filter(|d| b[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
-        match octal {
-            Some(d) => {
-                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
-                i += 4;
-            }
-            None => {
-                out.push(b[i]);
-                i += 1;
-            }
-        }
-    }
-    PathBuf::from(std::ffi::OsString::from_vec(out))
-}
-
-/// Whether `path` is a mount point, from /proc/self/mountinfo (comparing
-/// devices misses a bind mount from the same file system).
-fn is_mounted(path: &Path) -> bool {
-    let Ok(canonical) = fs::canonicalize(path) else {
-        return false;
-    };
-    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    info.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .any(|mp| unescape_mountinfo(mp) == canonical)
-}
-
 /// The `o` option split into mount flags and the data string (`mount -o`).
 fn mount_flags(o: &str) -> Result<(nix::mount::MsFlags, String), String> {
     use nix::mount::MsFlags;
@@ -368,6 +332,11 @@ fn validate_options(name: &str, opts: &BTreeMap<String, String>) -> Result<()> {
 impl VolumeService {
     /// Opens `<data_root>/volumes`, removing what a crash left half-made.
     pub fn open(data_root: &Path) -> Result<Self> {
+        Self::open_with_events(data_root, crate::events::EventBus::new())
+    }
+
+    /// [`VolumeService::open`], reporting volume events to `events`.
+    pub fn open_with_events(data_root: &Path, events: crate::events::EventBus) -> Result<Self> {
         let root = data_root.join("volumes");
         fs::create_dir_all(&root)
             .map_err(VolumeError::io(format!("creating {}", root.display())))?;
@@ -386,6 +355,7 @@ impl VolumeService {
                 root,
                 ops: Mutex::new(()),
                 held: Mutex::new(HashMap::new()),
+                events,
             }),
         })
     }
@@ -456,6 +426,7 @@ impl VolumeService {
             return Err(e);
         }
         sync_dir(&self.inner.root);
+        self.event("create", &volume);
         Ok((volume, true))
     }
 
@@ -580,7 +551,7 @@ impl VolumeService {
         let data = dir.join(DATA);
         // Never recurse into a mounted device or bind source: unmount every
         // layer first (mounts may have been stacked by hand).
-        while is_mounted(&data) {
+        while berth_snapshot::is_mount_point(&data) {
             nix::mount::umount2(&data, nix::mount::MntFlags::MNT_DETACH)
                 .map_err(|e| VolumeError::io(format!("unmounting {}", data.display()))(e.into()))?;
         }
@@ -589,7 +560,15 @@ impl VolumeService {
         fs::remove_file(dir.join(RECORD))
             .map_err(VolumeError::io(format!("removing volume {}", volume.name)))?;
         sync_dir(&dir);
+        self.event("destroy", volume);
         fs::remove_dir_all(&dir).map_err(VolumeError::io(format!("removing {}", dir.display())))
+    }
+
+    fn event(&self, action: &str, volume: &Volume) {
+        let attributes = BTreeMap::from([("driver".to_string(), volume.driver.clone())]);
+        self.inner
+            .events
+            .publish("volume", action, &volume.name, attributes);
     }
 
     /// Removes unused volumes: anonymous ones only, unless `filters.all`.
@@ -623,11 +602,11 @@ impl VolumeService {
     /// place when it has one (mounted on first use, kept until removed).
     pub fn mount(&self, volume: &Volume) -> Result<PathBuf> {
         let data = PathBuf::from(&volume.mountpoint);
-        if !volume.has_mount() || is_mounted(&data) {
+        if !volume.has_mount() || berth_snapshot::is_mount_point(&data) {
             return Ok(data);
         }
         let _ops = lock(&self.inner.ops);
-        if is_mounted(&data) {
+        if berth_snapshot::is_mount_point(&data) {
             return Ok(data);
         }
         let ty = volume.options.get("type").map(String::as_str).unwrap_or("");
@@ -672,13 +651,6 @@ mod tests {
 
     fn none() -> Users {
         Users::new()
-    }
-
-    #[test]
-    fn mountinfo_escapes() {
-        assert_eq!(unescape_mountinfo("/a\\040b/c"), PathBuf::from("/a b/c"));
-        assert!(is_mounted(Path::new("/proc")));
-        assert!(!is_mounted(Path::new("/proc/self")));
     }
 
     #[test]

@@ -440,6 +440,38 @@ fn long_running_stop_kill_pause_remove() {
         .expect("remove");
 }
 
+/// A start right after the container stopped (the exit is recorded, the
+/// monitor of that run is still cleaning up) waits for that monitor instead
+/// of failing with `AlreadyRunning`: after `stop`, and after an exit of its
+/// own seen through `wait`, which answers as soon as the exit is recorded.
+#[test]
+fn start_right_after_stop_or_exit_waits_for_the_previous_monitor() {
+    let env = Env::new();
+    env.busybox();
+    let id = env.run(busybox(&["sleep", "60"]));
+    for i in 0..10 {
+        env.rt
+            .block_on(env.svc().stop(&id, Some(0)))
+            .unwrap_or_else(|e| panic!("stop {i}: {e}"));
+        env.rt
+            .block_on(env.svc().start(&id))
+            .unwrap_or_else(|e| panic!("start {i} after stop: {e}"));
+        assert_eq!(env.status(&id), Status::Running, "round {i}");
+    }
+    env.rt.block_on(env.svc().stop(&id, Some(0))).expect("stop");
+
+    let quick = env.run(busybox(&["echo", "ran"]));
+    for i in 0..20 {
+        assert_eq!(env.wait(&quick, WaitCondition::NotRunning), 0, "round {i}");
+        env.rt
+            .block_on(env.svc().start(&quick))
+            .unwrap_or_else(|e| panic!("start {i} after exit: {e}"));
+    }
+    env.wait(&quick, WaitCondition::NotRunning);
+    let lines = env.log_lines(&quick, all_streams());
+    assert_eq!(lines.len(), 21, "every start ran the command: {lines:?}");
+}
+
 #[test]
 fn exec_output_and_exit_code() {
     let env = Env::new();
@@ -652,4 +684,42 @@ fn attach_before_start_gets_stdin_and_output() {
     assert_eq!(out, b"hello\n");
     assert_eq!(exit, Some(0));
     assert_eq!(env.wait(&id, WaitCondition::NotRunning), 0);
+}
+
+/// `list` answers from memory: whatever was written before it was called —
+/// by the daemon or by a monitor, another process — shows, however quickly
+/// the calls follow each other.
+#[test]
+fn list_shows_every_change_written_before_it() {
+    let env = Env::new();
+    env.busybox();
+    let listed = |id: &str| {
+        env.svc()
+            .list(true, &ListFilters::default())
+            .expect("list")
+            .into_iter()
+            .find(|r| r.id == id)
+    };
+    let id = env.run(busybox(&["sleep", "60"]));
+    for i in 0..10 {
+        let r = listed(&id).expect("listed");
+        assert_eq!(r.state.status, Status::Running, "round {i}");
+        let pid = r.state.pid;
+        env.svc().kill(&id, Some("KILL")).expect("kill");
+        assert_eq!(env.wait(&id, WaitCondition::NotRunning), 137);
+        let r = listed(&id).expect("listed");
+        assert_eq!(r.state.status, Status::Exited, "round {i}");
+        assert_eq!(r.state.exit_code, 137, "round {i}");
+        env.rt.block_on(env.svc().start(&id)).expect("start");
+        let r = listed(&id).expect("listed");
+        assert_eq!(r.state.status, Status::Running, "round {i}");
+        assert_ne!(r.state.pid, pid, "round {i}: a new run");
+    }
+    let name = format!("listed-{}", &id[..12]);
+    env.svc().rename(&id, &name).expect("rename");
+    assert_eq!(listed(&id).expect("listed").name, format!("/{name}"));
+    env.rt
+        .block_on(env.svc().remove(&id, true, false))
+        .expect("remove");
+    assert!(listed(&id).is_none(), "removed, still listed");
 }

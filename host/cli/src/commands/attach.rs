@@ -1,7 +1,8 @@
 //! `attach`, and the stream relay that `run` (without -d), `attach` and
 //! `exec` share: our stdin into the upgraded connection (half-closed at
 //! EOF), its output to our stdout/stderr (raw for a TTY, Docker's 8-byte
-//! frames otherwise), the local terminal in raw mode and its size followed.
+//! frames otherwise), the local terminal in raw mode and its size followed,
+//! and the detach keys that end a TTY session with the process left running.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -13,7 +14,7 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::client::{self, path_segment, query, Client, Upgraded};
-use crate::terminal;
+use crate::{detach, terminal};
 
 /// Splits Docker's multiplexed stream: each frame is an 8-byte header
 /// (stream 0 stdin, 1 stdout, 2 stderr; 3 zero bytes; big-endian length)
@@ -60,22 +61,51 @@ fn write_out(stream: u8, payload: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// How a relayed session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Relayed {
+    /// The engine ended the output stream (the process ended).
+    Ended,
+    /// The user typed the detach keys: the process runs on.
+    Detached,
+}
+
 /// Relays until the engine ends the output stream. With `send_stdin`, our
 /// stdin goes in and its EOF half-closes the connection (the process sees
 /// EOF on its stdin); without it the write side stays open, since a
-/// half-close would read as "stdin closed".
-pub async fn relay(upgraded: Upgraded, tty: bool, send_stdin: bool) -> Result<()> {
+/// half-close would read as "stdin closed". With a TTY, typing
+/// `detach_keys` ends the session instead, as in docker.
+pub async fn relay(
+    upgraded: Upgraded,
+    tty: bool,
+    send_stdin: bool,
+    detach_keys: &[u8],
+) -> Result<Relayed> {
     let multiplexed = upgraded.multiplexed.unwrap_or(!tty);
     let (mut read, mut write) = tokio::io::split(upgraded.io);
+    let detached = std::sync::Arc::new(tokio::sync::Notify::new());
     let mut idle_write = None;
     let input = if send_stdin {
         let mut chunks = terminal::stdin_chunks();
+        let mut scanner = tty.then(|| detach::Scanner::new(detach_keys.to_vec()));
+        let detached = std::sync::Arc::clone(&detached);
         Some(tokio::spawn(async move {
             while let Some(chunk) = chunks.recv().await {
-                if write.write_all(&chunk).await.is_err() {
+                let (data, detach) = match scanner.as_mut() {
+                    Some(s) => s.scan(&chunk),
+                    None => (chunk.to_vec(), false),
+                };
+                if !data.is_empty() && write.write_all(&data).await.is_err() {
                     return;
                 }
                 let _ = write.flush().await;
+                if detach {
+                    detached.notify_one();
+                    return;
+                }
+            }
+            if let Some(held) = scanner.as_mut().map(detach::Scanner::finish) {
+                let _ = write.write_all(&held).await;
             }
             let _ = write.shutdown().await;
         }))
@@ -86,11 +116,15 @@ pub async fn relay(upgraded: Upgraded, tty: bool, send_stdin: bool) -> Result<()
     let mut demux = Demux::default();
     let mut buf = vec![0u8; 32 * 1024];
     let result = loop {
-        let n = match read.read(&mut buf).await {
-            Ok(0) => break Ok(()),
+        let n = tokio::select! {
+            n = read.read(&mut buf) => n,
+            () = detached.notified() => break Ok(Relayed::Detached),
+        };
+        let n = match n {
+            Ok(0) => break Ok(Relayed::Ended),
             Ok(n) => n,
             // The engine closing a half-closed connection abruptly is an end too.
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break Ok(Relayed::Ended),
             Err(e) => break Err(anyhow::Error::from(e).context("reading the container's output")),
         };
         let written = if multiplexed {
@@ -111,13 +145,22 @@ pub async fn relay(upgraded: Upgraded, tty: bool, send_stdin: bool) -> Result<()
 
 /// `POST /containers/{id}/attach` upgraded: registered with the engine once
 /// this returns, so a `start` after it loses no output.
-pub async fn open_container(client: &Client, id: &str, stdin: bool) -> Result<Upgraded> {
-    let q = query(&[
+pub async fn open_container(
+    client: &Client,
+    id: &str,
+    stdin: bool,
+    detach_keys: Option<&str>,
+) -> Result<Upgraded> {
+    let mut params = vec![
         ("stream", "1"),
         ("stdin", if stdin { "1" } else { "0" }),
         ("stdout", "1"),
         ("stderr", "1"),
-    ]);
+    ];
+    if let Some(keys) = detach_keys.filter(|k| !k.is_empty()) {
+        params.push(("detachKeys", keys));
+    }
+    let q = query(&params);
     client
         .upgrade(&format!("/containers/{}/attach{q}", path_segment(id)), None)
         .await
@@ -192,6 +235,13 @@ pub fn proxy_signals(client: &Client, id: &str) -> Option<tokio::task::JoinHandl
     }
 }
 
+/// After the user detached `attach` or `exec`: docker reports it as the
+/// error "read escape sequence" (exit status 1); the process runs on.
+pub fn detached_exit() -> ExitCode {
+    eprintln!("read escape sequence");
+    ExitCode::from(1)
+}
+
 /// The exit code of a finished container or exec as our own (docker
 /// reports the low 8 bits).
 pub fn exit_code(code: i64) -> ExitCode {
@@ -206,9 +256,8 @@ pub struct AttachArgs {
     /// Proxy all received signals to the process.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     sig_proxy: bool,
-    /// Override the key sequence for detaching a container (not supported:
-    /// end the attach with the container, or kill the client).
-    #[arg(long, hide = true)]
+    /// Override the key sequence for detaching a container (default ctrl-p,ctrl-q).
+    #[arg(long)]
     detach_keys: Option<String>,
     container: String,
 }
@@ -236,7 +285,8 @@ pub async fn attach(client: &Client, args: &AttachArgs) -> Result<ExitCode> {
     if tty && stdin && !terminal::stdin_is_terminal() {
         bail!("the input device is not a TTY");
     }
-    let upgraded = open_container(client, &id, stdin).await?;
+    let keys = detach::parse_keys(args.detach_keys.as_deref())?;
+    let upgraded = open_container(client, &id, stdin, args.detach_keys.as_deref()).await?;
     let resize = tty.then(|| follow_resize(client, format!("/containers/{id}/resize")));
     let signals = if args.sig_proxy && !tty {
         proxy_signals(client, &id)
@@ -245,12 +295,14 @@ pub async fn attach(client: &Client, args: &AttachArgs) -> Result<ExitCode> {
     };
     let relayed = {
         let _raw = (tty && stdin).then(terminal::RawMode::enter);
-        relay(upgraded, tty, stdin).await
+        relay(upgraded, tty, stdin, &keys).await
     };
     for task in [resize, signals].into_iter().flatten() {
         task.abort();
     }
-    relayed?;
+    if relayed? == Relayed::Detached {
+        return Ok(detached_exit());
+    }
     // The stream ended with the process: its exit code is ours.
     let response = client
         .call(

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use super::attach;
 use crate::client::{self, path_segment, query, ApiError, Client};
 use crate::format::{human_age, now_unix, print_formatted, print_table};
-use crate::terminal;
+use crate::{detach, terminal};
 
 /// What `create` and `run` share.
 #[derive(Debug, Args)]
@@ -477,18 +477,22 @@ pub struct RunArgs {
     /// Proxy received signals to the process (without a TTY).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     sig_proxy: bool,
-    /// Accepted for compatibility; detaching by keys is not supported.
-    #[arg(long, hide = true)]
+    /// Override the key sequence for detaching a container (default ctrl-p,ctrl-q).
+    #[arg(long)]
     detach_keys: Option<String>,
     #[command(flatten)]
     create: CreateArgs,
 }
 
-/// Docker's exit codes for a container that could not run its command.
-fn start_failure_code(message: &str) -> u8 {
-    if message.contains("not found") || message.contains("no such file") {
+/// `run`'s exit code when the container could not be created or started,
+/// chosen from the engine's message as the docker CLI chooses it: 127 when
+/// the command is missing, 126 when it cannot be executed, 125 otherwise.
+fn run_failure_code(message: &str) -> u8 {
+    if message.contains("executable file not found")
+        || message.contains("no such file or directory")
+    {
         127
-    } else if message.contains("permission denied") {
+    } else if message.contains("permission denied") || message.contains("is a directory") {
         126
     } else {
         125
@@ -503,11 +507,20 @@ pub async fn run(client: &Client, args: &RunArgs) -> Result<ExitCode> {
         return Ok(ExitCode::from(1));
     }
     let size = if c.tty { terminal::size() } else { None };
-    let id = match create_container(client, c, args.rm, size).await {
-        Ok(id) => id,
+    // Checked before anything is created.
+    let detach_keys = match detach::parse_keys(args.detach_keys.as_deref()) {
+        Ok(keys) => keys,
         Err(e) => {
             eprintln!("{e:#}");
             return Ok(ExitCode::from(125));
+        }
+    };
+    let id = match create_container(client, c, args.rm, size).await {
+        Ok(id) => id,
+        Err(e) => {
+            let message = format!("{e:#}");
+            eprintln!("{message}");
+            return Ok(ExitCode::from(run_failure_code(&message)));
         }
     };
     if args.detach {
@@ -516,7 +529,7 @@ pub async fn run(client: &Client, args: &RunArgs) -> Result<ExitCode> {
             .await
         {
             eprintln!("{e:#}");
-            return Ok(ExitCode::from(start_failure_code(&format!("{e:#}"))));
+            return Ok(ExitCode::from(run_failure_code(&format!("{e:#}"))));
         }
         println!("{id}");
         return Ok(ExitCode::SUCCESS);
@@ -535,10 +548,11 @@ pub async fn run(client: &Client, args: &RunArgs) -> Result<ExitCode> {
     };
     // Attach before start: the engine connects the clients registered by
     // then when the process starts, so not a byte of output is lost.
-    let upgraded = match attach::open_container(client, &id, interactive).await {
-        Ok(u) => u,
-        Err(e) => return give_up(format!("{e:#}"), 125).await,
-    };
+    let upgraded =
+        match attach::open_container(client, &id, interactive, args.detach_keys.as_deref()).await {
+            Ok(u) => u,
+            Err(e) => return give_up(format!("{e:#}"), 125).await,
+        };
     // Likewise the exit status: the engine answers the wait's headers at
     // once, so once they are in it cannot miss the exit.
     let condition = if args.rm { "removed" } else { "next-exit" };
@@ -556,7 +570,7 @@ pub async fn run(client: &Client, args: &RunArgs) -> Result<ExitCode> {
     {
         waiting.abort();
         let message = format!("{e:#}");
-        let code = start_failure_code(&message);
+        let code = run_failure_code(&message);
         return give_up(message, code).await;
     }
     let resize = c
@@ -569,13 +583,19 @@ pub async fn run(client: &Client, args: &RunArgs) -> Result<ExitCode> {
     };
     let relayed = {
         let _raw = (c.tty && interactive).then(terminal::RawMode::enter);
-        attach::relay(upgraded, c.tty, interactive).await
+        attach::relay(upgraded, c.tty, interactive, &detach_keys).await
     };
     for task in [resize, signals].into_iter().flatten() {
         task.abort();
     }
-    if let Err(e) = relayed {
-        eprintln!("{e:#}");
+    match relayed {
+        // As docker: detaching leaves the container running and is a success.
+        Ok(attach::Relayed::Detached) => {
+            waiting.abort();
+            return Ok(ExitCode::SUCCESS);
+        }
+        Ok(attach::Relayed::Ended) => {}
+        Err(e) => eprintln!("{e:#}"),
     }
     let status = waiting.await.context("waiting for the container")??;
     if let Some(message) = status["Error"]["Message"]
@@ -1286,12 +1306,18 @@ mod tests {
     }
 
     #[test]
-    fn start_failures_map_to_docker_codes() {
+    fn run_failures_map_to_docker_codes() {
         assert_eq!(
-            start_failure_code("exec: \"x\": executable file not found in $PATH"),
+            run_failure_code("exec: \"x\": executable file not found in $PATH"),
             127
         );
-        assert_eq!(start_failure_code("permission denied"), 126);
-        assert_eq!(start_failure_code("something else"), 125);
+        assert_eq!(
+            run_failure_code("exec: \"/x\": stat /x: no such file or directory"),
+            127
+        );
+        assert_eq!(run_failure_code("exec: \"/etc\": permission denied"), 126);
+        assert_eq!(run_failure_code("exec: \"/etc\": is a directory"), 126);
+        assert_eq!(run_failure_code("network foo not found"), 125);
+        assert_eq!(run_failure_code("something else"), 125);
     }
 }

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use super::attach;
 use super::containers::environment;
 use crate::client::{path_segment, Client};
-use crate::terminal;
+use crate::{detach, terminal};
 
 #[derive(Debug, Args)]
 pub struct ExecArgs {
@@ -39,8 +39,8 @@ pub struct ExecArgs {
     /// Give extended privileges to the command.
     #[arg(long)]
     privileged: bool,
-    /// Accepted for compatibility; detaching by keys is not supported.
-    #[arg(long, hide = true)]
+    /// Override the key sequence for detaching a container (default ctrl-p,ctrl-q).
+    #[arg(long)]
     detach_keys: Option<String>,
     container: String,
     /// The command and its arguments.
@@ -74,6 +74,9 @@ impl ExecArgs {
         if let Some((h, w)) = console_size {
             body["ConsoleSize"] = json!([h, w]);
         }
+        if let Some(keys) = self.detach_keys.as_deref().filter(|k| !k.is_empty()) {
+            body["DetachKeys"] = json!(keys);
+        }
         Ok(body)
     }
 }
@@ -86,6 +89,7 @@ pub async fn exec(client: &Client, args: &ExecArgs) -> Result<ExitCode> {
         bail!("the input device is not a TTY");
     }
     let size = if args.tty { terminal::size() } else { None };
+    let detach_keys = detach::parse_keys(args.detach_keys.as_deref())?;
     let created: Value = client
         .post_json(
             &format!("/containers/{}/exec", path_segment(&args.container)),
@@ -108,12 +112,14 @@ pub async fn exec(client: &Client, args: &ExecArgs) -> Result<ExitCode> {
         .then(|| attach::follow_resize(client, format!("/exec/{exec_id}/resize")));
     let relayed = {
         let _raw = (args.tty && interactive).then(terminal::RawMode::enter);
-        attach::relay(upgraded, args.tty, interactive).await
+        attach::relay(upgraded, args.tty, interactive, &detach_keys).await
     };
     if let Some(task) = resize {
         task.abort();
     }
-    relayed?;
+    if relayed? == attach::Relayed::Detached {
+        return Ok(attach::detached_exit());
+    }
     exit_code_of(client, &exec_id).await
 }
 

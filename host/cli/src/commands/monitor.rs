@@ -1,6 +1,7 @@
 //! Watching containers: `top`, `stats` and `events`.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -221,74 +222,140 @@ async fn stats_targets(client: &Client, args: &StatsArgs) -> Result<Vec<String>>
         .collect())
 }
 
-/// Live resource usage: a table refreshed every second, or one table with
-/// `--no-stream`. CPU % needs two samples; the engine's one-shot answer
-/// may not carry the earlier one (`precpu_stats`), so the CLI samples
-/// twice itself.
+/// One row from one stats object: CPU % from its `cpu_stats` and
+/// `precpu_stats` (the engine's sample a second before).
+fn row_of(shown_as: &str, s: &Value, no_trunc: bool) -> Value {
+    let online = s["cpu_stats"]["online_cpus"].as_f64().unwrap_or(1.0);
+    let cpu = cpu_percent(
+        cpu_sample(s, "precpu_stats"),
+        cpu_sample(s, "cpu_stats"),
+        online,
+    );
+    stats_row(shown_as, s, cpu, no_trunc)
+}
+
+/// Live resource usage, as `docker stats`: one stream from the engine per
+/// container (an object a second), the table redrawn every second from the
+/// latest object of each; containers that start or stop come and go unless
+/// named. With `--no-stream`, one table from one answer per container
+/// (asked concurrently: each takes the engine a second, to fill
+/// `precpu_stats`).
 pub async fn stats(client: &Client, args: &StatsArgs) -> Result<()> {
     let template = args.format.clone().unwrap_or_else(|| STATS_TABLE.into());
-    let interval = Duration::from_secs(1);
-    let mut previous: HashMap<String, CpuSample> = HashMap::new();
-    let clear = !args.no_stream && crate::terminal::stdout_is_terminal();
-    let mut first = true;
-    loop {
+    if args.no_stream {
         let targets = stats_targets(client, args).await?;
-        let mut samples = Vec::new();
-        for t in &targets {
-            match sample(client, t).await {
-                Ok(s) => samples.push((t.clone(), s)),
+        let mut asked = tokio::task::JoinSet::new();
+        for (i, t) in targets.iter().enumerate() {
+            let (client, t) = (client.clone(), t.clone());
+            asked.spawn(async move { (i, sample(&client, &t).await) });
+        }
+        let mut answers: Vec<Option<Value>> = vec![None; targets.len()];
+        while let Some(joined) = asked.join_next().await {
+            let (i, answer) = joined.context("stats task")?;
+            match answer {
+                Ok(s) => answers[i] = Some(s),
                 // A listed container that went away meanwhile is skipped;
                 // one the user named is an error.
                 Err(e) if args.containers.is_empty() => drop(e),
                 Err(e) => return Err(e),
             }
         }
-        let has_precpu = samples.iter().any(|(_, s)| {
-            s["precpu_stats"]["system_cpu_usage"]
-                .as_f64()
-                .unwrap_or(0.0)
-                > 0.0
-        });
-        if first && !has_precpu && !samples.is_empty() {
-            // A baseline for CPU %: half the refresh interval is enough to
-            // measure, and keeps --no-stream quick.
-            for (t, s) in &samples {
-                previous.insert(t.clone(), cpu_sample(s, "cpu_stats"));
+        let rows: Vec<Value> = targets
+            .iter()
+            .zip(&answers)
+            .filter_map(|(t, s)| s.as_ref().map(|s| row_of(t, s, args.no_trunc)))
+            .collect();
+        print_formatted(&template, &rows, STATS_HEADERS);
+        return Ok(());
+    }
+    let latest: Arc<Mutex<HashMap<String, Value>>> = Arc::default();
+    let arrived = Arc::new(tokio::sync::Notify::new());
+    let mut first = true;
+    let mut streams: HashMap<String, tokio::task::JoinHandle<Result<()>>> = HashMap::new();
+    let clear = crate::terminal::stdout_is_terminal();
+    loop {
+        let targets = stats_targets(client, args).await?;
+        for t in &targets {
+            if streams.contains_key(t) {
+                continue;
             }
-            tokio::time::sleep(interval / 2).await;
-            let mut fresh = Vec::new();
-            for (t, _) in &samples {
-                if let Ok(s) = sample(client, t).await {
-                    fresh.push((t.clone(), s));
+            let (client, t2, latest) = (client.clone(), t.clone(), Arc::clone(&latest));
+            let arrived = Arc::clone(&arrived);
+            let task = tokio::spawn(async move {
+                let response = client
+                    .call(
+                        Method::GET,
+                        &format!(
+                            "/containers/{}/stats{}",
+                            path_segment(&t2),
+                            query(&[("stream", "1")])
+                        ),
+                    )
+                    .await?;
+                client::for_each_json_line(response, |s| {
+                    lock(&latest).insert(t2.clone(), s);
+                    arrived.notify_waiters();
+                    Ok(())
+                })
+                .await
+            });
+            streams.insert(t.clone(), task);
+        }
+        if first {
+            // The first table waits for every stream's second object (a
+            // second on), which carries the CPU % already.
+            first = false;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+            loop {
+                let notified = arrived.notified();
+                let ready = {
+                    let latest = lock(&latest);
+                    targets.iter().all(|t| {
+                        latest.get(t).is_some_and(|s| {
+                            s["precpu_stats"]["system_cpu_usage"].as_u64() > Some(0)
+                        })
+                    })
+                };
+                if ready || streams.values().all(|h| h.is_finished()) {
+                    break;
+                }
+                if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                    break;
                 }
             }
-            samples = fresh;
+        } else {
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
-        first = false;
-        let rows: Vec<Value> = samples
-            .iter()
-            .map(|(t, s)| {
-                let now = cpu_sample(s, "cpu_stats");
-                let before = if has_precpu {
-                    cpu_sample(s, "precpu_stats")
-                } else {
-                    previous.get(t).copied().unwrap_or_default()
-                };
-                let online = s["cpu_stats"]["online_cpus"].as_f64().unwrap_or(1.0);
-                previous.insert(t.clone(), now);
-                stats_row(t, s, cpu_percent(before, now, online), args.no_trunc)
-            })
-            .collect();
+        // A named container the engine does not know: its error, as docker.
+        for t in &args.containers {
+            if streams.get(t).is_some_and(|h| h.is_finished()) {
+                if let Some(handle) = streams.remove(t) {
+                    if let Ok(Err(e)) = handle.await {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        // Streams of listed containers that stopped end; they leave the table.
+        streams.retain(|t, h| targets.contains(t) || !h.is_finished());
+        lock(&latest).retain(|t, _| targets.contains(t));
+        let rows: Vec<Value> = {
+            let latest = lock(&latest);
+            targets
+                .iter()
+                .filter_map(|t| latest.get(t).map(|s| row_of(t, s, args.no_trunc)))
+                .collect()
+        };
         if clear {
             // Clear the screen and home the cursor, as docker redraws.
             print!("\x1b[2J\x1b[H");
         }
         print_formatted(&template, &rows, STATS_HEADERS);
-        if args.no_stream {
-            return Ok(());
-        }
-        tokio::time::sleep(interval).await;
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[derive(Debug, Args)]

@@ -26,7 +26,7 @@ use nix::sys::stat::{fstatat, FileStat};
 use super::error::ContainerError;
 use super::mounts::mount_for;
 use super::types::ContainerRecord;
-use super::{is_mounted, ContainerService};
+use super::ContainerService;
 
 type Result<T, E = ContainerError> = std::result::Result<T, E>;
 
@@ -188,7 +188,7 @@ impl ContainerService {
             });
         }
         let rootfs = dir.join("rootfs");
-        if !is_mounted(&rootfs) {
+        if !berth_snapshot::is_mount_point(&rootfs) {
             match &record.rootfs {
                 Some(m) => berth_snapshot::mount(m, &rootfs)?,
                 None => {

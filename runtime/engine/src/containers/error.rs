@@ -44,9 +44,15 @@ pub enum ContainerError {
     /// 500: the OCI runtime refused.
     #[error("OCI runtime error: {0}")]
     Runtime(Box<berth_runtime::RuntimeError>),
-    /// 500: the monitor process failed to create or start the container.
+    /// 500: the monitor process failed to create or start the container;
+    /// 400 when its command cannot be run (`exit_code` 127 or 126, as Docker
+    /// records for a command that is missing or not executable).
     #[error("failed to start container {id}: {message}")]
-    StartFailed { id: String, message: String },
+    StartFailed {
+        id: String,
+        message: String,
+        exit_code: Option<i32>,
+    },
     #[error(transparent)]
     Image(Box<crate::images::ImageError>),
     #[error(transparent)]
@@ -116,6 +122,9 @@ impl ContainerError {
             | ContainerError::Conflict(_) => 409,
             ContainerError::AlreadyRunning(_) | ContainerError::AlreadyStopped(_) => 304,
             ContainerError::InvalidParameter(_) => 400,
+            ContainerError::StartFailed {
+                exit_code: Some(_), ..
+            } => 400,
             ContainerError::NoSuchPath { .. } => 404,
             ContainerError::Volume(v) => v.http_status(),
             ContainerError::NetworkNotFound(_) => 404,

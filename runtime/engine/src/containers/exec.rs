@@ -6,7 +6,7 @@ use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,6 +36,8 @@ pub(super) struct ExecRecord {
 /// to it, and `stderr` carries only the helper's own errors.
 pub struct ExecSession {
     pub tty: bool,
+    /// The detach keys given at create ([`ExecConfig::detach_keys`]).
+    pub detach_keys: String,
     pub stdin: Option<Box<dyn Write + Send>>,
     pub stdout: Option<Box<dyn Read + Send>>,
     pub stderr: Option<Box<dyn Read + Send>>,
@@ -76,6 +78,11 @@ impl ContainerService {
         }
         let exec_id = store::random_id()?;
         let pid_file = self.dir(&id).join(format!("exec-{exec_id}.pid"));
+        self.emit(
+            &record,
+            &format!("exec_create: {}", config.cmd.join(" ")),
+            &[("execID", exec_id.clone())],
+        );
         lock(&self.inner.execs).insert(
             exec_id.clone(),
             ExecRecord {
@@ -106,6 +113,11 @@ impl ContainerService {
             e.running = true;
             (e.container_id.clone(), e.config.clone(), e.pid_file.clone())
         };
+        self.emit_for(
+            &container_id,
+            &format!("exec_start: {}", config.cmd.join(" ")),
+            &[("execID", exec_id.to_string())],
+        );
         let result = self.exec_spawn(exec_id, &container_id, &config, &pid_file);
         if result.is_err() {
             if let Some(e) = lock(&self.inner.execs).get_mut(exec_id) {
@@ -147,7 +159,8 @@ impl ContainerService {
         let process_path = dir.join(format!("exec-{exec_id}.json"));
         let data = serde_json::to_vec(&process)
             .map_err(|e| ContainerError::InvalidParameter(e.to_string()))?;
-        store::write_atomic(&process_path, &data)?;
+        // Read once by the exec helper, right away: nothing to sync.
+        store::write_file(&process_path, &data, store::Durability::Volatile)?;
 
         // With a TTY the runtime sends the pty master to this socket.
         let console_name = format!("exec-{}.console", &exec_id[..12]);
@@ -161,10 +174,8 @@ impl ContainerService {
         } else {
             None
         };
-        let mon = &self.inner.cfg.monitor;
-        let mut command = Command::new(&mon.program);
+        let mut command = self.monitor_command();
         command
-            .args(&mon.args)
             .arg("exec")
             .arg(&self.inner.cfg.runtime_root)
             .arg(id)
@@ -208,6 +219,7 @@ impl ContainerService {
         drop(receiver);
         let mut session = ExecSession {
             tty: config.tty,
+            detach_keys: config.detach_keys.clone(),
             stdin: child
                 .stdin
                 .take()
@@ -247,6 +259,14 @@ impl ContainerService {
     pub(super) fn finish_exec(&self, exec_id: &str, code: i32) {
         let mut execs = lock(&self.inner.execs);
         if let Some(e) = execs.get_mut(exec_id) {
+            self.emit_for(
+                &e.container_id,
+                "exec_die",
+                &[
+                    ("execID", exec_id.to_string()),
+                    ("exitCode", code.to_string()),
+                ],
+            );
             e.running = false;
             e.exit_code = Some(code);
             e.console = None;

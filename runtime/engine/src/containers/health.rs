@@ -241,12 +241,18 @@ impl ContainerService {
             let still_this_run = |r: &super::ContainerRecord| {
                 r.state.status == Status::Running && r.state.started_at == run_started
             };
-            let _ = store::update_record(&dir, |r| {
-                if still_this_run(r) {
-                    let health = r.state.health.get_or_insert_with(Health::default);
-                    record_result(health, result.clone(), check.retries, in_start_period);
+            let changed = store::update_record(&dir, |r| {
+                if !still_this_run(r) {
+                    return None;
                 }
+                let health = r.state.health.get_or_insert_with(Health::default);
+                let before = health.status;
+                record_result(health, result.clone(), check.retries, in_start_period);
+                (health.status != before).then_some(health.status)
             });
+            if let Ok((Some(status), record)) = changed {
+                self.emit(&record, &format!("health_status: {}", status.as_str()), &[]);
+            }
         }
     }
 

@@ -15,15 +15,19 @@
 
 mod archive;
 pub mod attach;
+mod cache;
 mod error;
+mod events;
 mod exec;
 mod health;
+mod init;
 pub mod logs;
 pub mod monitor;
 pub mod mounts;
 mod names;
 mod network;
 mod spec;
+mod stats;
 pub mod store;
 mod types;
 mod wait;
@@ -38,9 +42,10 @@ pub use mounts::{MountPoint, MountSpec};
 pub use network::{
     parse_port_key, ContainerNetwork, EndpointOptions, HostBinding, NetworkConfig, Networking,
 };
+pub use stats::{BlkioEntry, NetDev, StatsSample};
 pub use types::*;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -57,6 +62,10 @@ use crate::images::{ImageError, ImageService};
 use names::Names;
 
 type Result<T, E = ContainerError> = std::result::Result<T, E>;
+
+/// How long a monitor may take, after the container's exit is recorded, to
+/// delete the runtime's container and go.
+const MONITOR_FINISH: Duration = Duration::from_secs(10);
 
 /// How to start a monitor: `program args… run <dir> <runtime-root>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,6 +131,44 @@ struct Inner {
     execs: Mutex<HashMap<String, ExecRecord>>,
     volumes: crate::volumes::VolumeService,
     net: Option<Networking>,
+    events: crate::events::EventBus,
+    /// What `events::observe` reported last; held while it reports.
+    reported: Mutex<events::Reported>,
+    /// Container directories watched for exits (`None`: no inotify here).
+    exit_watch: Option<Arc<events::ExitWatch>>,
+    /// Containers a `start` of this daemon is starting (it owns their new monitor).
+    starting: Mutex<HashSet<String>>,
+    /// A sealed in-memory copy of the monitor binary, run as
+    /// `/proc/self/fd/N`: the monitor then finds itself cloned already
+    /// (CVE-2019-5736) instead of copying its 2+ MiB and re-executing on
+    /// every start and exec. `None`: run the file (each copies itself).
+    monitor_exe: Option<std::os::fd::OwnedFd>,
+    /// Parsed records for `list`, kept current with inotify.
+    record_cache: Mutex<cache::RecordCache>,
+}
+
+/// A container claimed by one `start`; the claim ends when this is dropped.
+struct StartClaim {
+    service: ContainerService,
+    id: String,
+}
+
+impl StartClaim {
+    /// `None` while another `start` of the same container is under way.
+    fn take(service: &ContainerService, id: &str) -> Option<Self> {
+        lock(&service.inner.starting)
+            .insert(id.to_string())
+            .then(|| Self {
+                service: service.clone(),
+                id: id.to_string(),
+            })
+    }
+}
+
+impl Drop for StartClaim {
+    fn drop(&mut self) {
+        lock(&self.service.inner.starting).remove(&self.id);
+    }
 }
 
 /// The container service; cheap to clone, shareable across threads.
@@ -155,14 +202,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn is_mounted(path: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let (Ok(a), Some(Ok(b))) = (fs::metadata(path), path.parent().map(fs::metadata)) else {
-        return false;
-    };
-    a.dev() != b.dev()
-}
-
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
@@ -183,11 +222,20 @@ impl ContainerService {
             cfg.runtime_root.display()
         )))?;
         let names = Names::open(cfg.root.join("names"))?;
-        let volumes = crate::volumes::VolumeService::open(&cfg.root)?;
+        let events = crate::events::EventBus::new();
+        let volumes = crate::volumes::VolumeService::open_with_events(&cfg.root, events.clone())?;
+        let exit_watch = match events::ExitWatch::new() {
+            Ok(w) => Some(Arc::new(w)),
+            Err(e) => {
+                eprintln!("berth: no inotify for container events ({e}): exits are reported when asked about");
+                None
+            }
+        };
         let net = match &cfg.network {
             Some(n) => Some(Networking::open(&cfg.root, n.clone())?),
             None => None,
         };
+        let monitor_exe = berth_runtime::cloned_binary::sealed_copy_of(&cfg.monitor.program).ok();
         let service = Self {
             inner: Arc::new(Inner {
                 volumes,
@@ -197,14 +245,39 @@ impl ContainerService {
                 names,
                 pending_attach: Mutex::new(HashMap::new()),
                 execs: Mutex::new(HashMap::new()),
+                events,
+                reported: Mutex::new(events::Reported::default()),
+                exit_watch,
+                starting: Mutex::new(HashSet::new()),
+                monitor_exe,
+                record_cache: Mutex::new(cache::RecordCache::new()),
             }),
         };
+        events::spawn_watcher(Arc::downgrade(&service.inner));
         for id in service.ids() {
+            service.events_adopt(&id);
             service.restore(&id);
             service.watch_health(&id);
         }
         service.restore_networks();
         Ok(service)
+    }
+
+    /// `berth-monitor` (and the arguments before its own) ready to spawn.
+    fn monitor_command(&self) -> Command {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
+        let mon = &self.inner.cfg.monitor;
+        let mut command = match &self.inner.monitor_exe {
+            Some(fd) => {
+                let mut c = Command::new(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+                c.arg0(&mon.program);
+                c
+            }
+            None => Command::new(&mon.program),
+        };
+        command.args(&mon.args);
+        command
     }
 
     fn dir(&self, id: &str) -> PathBuf {
@@ -238,6 +311,8 @@ impl ContainerService {
             return;
         };
         if Self::monitor_alive(&record) {
+            // Exits and restarts while the daemon was away are reported.
+            self.observe(id);
             return;
         }
         if record.state.status == Status::Removing {
@@ -262,6 +337,7 @@ impl ContainerService {
                 r.state.monitor_start_time = 0;
             });
         }
+        self.observe(id);
         if let Ok(r) = store::read_record(&dir) {
             if r.config.host_config.auto_remove && r.state.status == Status::Exited {
                 let _ = self.remove_now(id, &r);
@@ -342,12 +418,15 @@ impl ContainerService {
         let result = self.create_in(&id, &name, &dir, req).await;
         if result.is_err() {
             let rootfs = dir.join("rootfs");
-            if is_mounted(&rootfs) {
+            if berth_snapshot::is_mount_point(&rootfs) {
                 let _ = berth_snapshot::unmount(&rootfs);
             }
             let _ = self.inner.images.remove_rootfs(&id);
             let _ = fs::remove_dir_all(&dir);
             self.inner.names.release(&name, &id);
+        } else {
+            self.events_created(&id);
+            self.emit_for(&id, "create", &[]);
         }
         result.map(|()| id)
     }
@@ -418,14 +497,21 @@ impl ContainerService {
             rootfs: Some(mounts),
             mounts: prepared.mounts.clone(),
         };
-        let written = spec::build(&record, dir).and_then(|config| {
-            let config = self.net_spec(config, id, &record.config);
-            let data = serde_json::to_vec_pretty(&config).map_err(|e| {
-                ContainerError::InvalidParameter(format!("serializing config.json: {e}"))
-            })?;
-            store::write_atomic(&dir.join("config.json"), &data)?;
-            store::write_record(dir, &record)
-        });
+        let init = match record.config.host_config.init {
+            true => init::install(&self.inner.cfg.root).map(Some),
+            false => Ok(None),
+        };
+        let written = init
+            .and_then(|init| spec::build(&record, dir, init.as_deref()))
+            .and_then(|config| {
+                let config = self.net_spec(config, id, &record.config);
+                let data = serde_json::to_vec_pretty(&config).map_err(|e| {
+                    ContainerError::InvalidParameter(format!("serializing config.json: {e}"))
+                })?;
+                // One directory sync (the record's) makes both renames durable.
+                store::write_file(&dir.join("config.json"), &data, store::Durability::Replace)?;
+                store::write_record(dir, &record, store::Durability::Durable)
+            });
         if written.is_err() {
             // Nothing half-made: the volumes this create made go too.
             prepared.discard(&self.inner.volumes);
@@ -436,29 +522,46 @@ impl ContainerService {
     // ---- start / stop --------------------------------------------------
 
     /// Starts a created or exited container through a new monitor process.
+    /// When the previous run's monitor is still recording the exit and
+    /// cleaning up (a `start` right after the container stopped), waits for
+    /// it first, as Docker's start waits for the container's lock.
     pub async fn start(&self, reference: &str) -> Result<()> {
-        let (id, dir, record) = self.load(reference)?;
-        match record.state.status {
-            Status::Running | Status::Restarting => return Err(ContainerError::AlreadyRunning(id)),
-            Status::Paused => {
-                return Err(ContainerError::Conflict(
-                    "cannot start a paused container, try unpause instead".into(),
-                ))
-            }
-            Status::Removing | Status::Dead => {
-                return Err(ContainerError::Conflict(format!(
-                    "container {id} is marked for removal and cannot be started"
-                )))
-            }
-            Status::Created | Status::Exited => {}
-        }
-        if Self::monitor_alive(&record) {
+        let id = self.resolve(reference)?;
+        // Another start of this container is under way: it is starting.
+        let Some(_claim) = StartClaim::take(self, &id) else {
             return Err(ContainerError::AlreadyRunning(id));
+        };
+        let (id, dir, mut record) = self.load(&id)?;
+        Self::startable(&id, &record)?;
+        if Self::monitor_alive(&record) {
+            // No start of ours owns this monitor (the claim says so), and the
+            // container is not running: it is the previous run's monitor
+            // finishing up. Its last act is a record write, which wakes us.
+            let d = dir.clone();
+            let deadline = Instant::now() + MONITOR_FINISH;
+            blocking(move || Ok(wait::block_until(&d, deadline, |r| !Self::monitor_alive(r))))
+                .await?;
+            record = self.load(&id)?.2;
+            Self::startable(&id, &record)?;
+            if Self::monitor_alive(&record) {
+                return Err(ContainerError::Conflict(format!(
+                    "container {id}'s previous run is still being cleaned up by its monitor (pid {}); try again",
+                    record.state.monitor_pid
+                )));
+            }
         }
         let auto_remove = record.config.host_config.auto_remove;
         let this = self.clone();
         let started_id = id.clone();
-        blocking(move || this.start_networked(&id, &dir, &record)).await?;
+        if let Err(e) = blocking(move || this.start_networked(&id, &dir, &record)).await {
+            if auto_remove {
+                // Like Docker: `--rm` also covers a container that never ran
+                // (the docker CLI waits for the removal before it exits).
+                let _ = self.remove(&started_id, true, true).await;
+            }
+            return Err(e);
+        }
+        self.observe(&started_id);
         self.watch_health(&started_id);
         if auto_remove {
             // `--rm`: once the container is done (restart policies are
@@ -479,23 +582,50 @@ impl ContainerService {
         Ok(())
     }
 
+    /// Whether the record's state allows `start`.
+    fn startable(id: &str, record: &ContainerRecord) -> Result<()> {
+        match record.state.status {
+            Status::Running | Status::Restarting => Err(ContainerError::AlreadyRunning(id.into())),
+            Status::Paused => Err(ContainerError::Conflict(
+                "cannot start a paused container, try unpause instead".into(),
+            )),
+            Status::Removing | Status::Dead => Err(ContainerError::Conflict(format!(
+                "container {id} is marked for removal and cannot be started"
+            ))),
+            Status::Created | Status::Exited => Ok(()),
+        }
+    }
+
     fn start_blocking(&self, id: &str, dir: &Path, record: &ContainerRecord) -> Result<()> {
         let rootfs = dir.join("rootfs");
-        if !is_mounted(&rootfs) {
+        if !berth_snapshot::is_mount_point(&rootfs) {
             if let Some(m) = &record.rootfs {
                 berth_snapshot::mount(m, &rootfs)?;
             }
         }
         self.mount_volumes(record)?;
-        store::update_record(dir, |r| {
-            r.state.manual_stop = false;
-            r.state.error.clear();
-        })?;
+        // `manual_stop` and `error` of the previous run are cleared by the
+        // monitor when it records this run (one state write fewer here).
+        let command = record
+            .resolved
+            .entrypoint
+            .iter()
+            .chain(&record.resolved.cmd)
+            .next()
+            .cloned()
+            .unwrap_or_default();
         let failed = |message: String| {
-            let _ = store::update_record(dir, |r| r.state.error = message.clone());
+            let exit_code = command_exit_code(&command, &message);
+            let _ = store::update_record(dir, |r| {
+                r.state.error = message.clone();
+                if let Some(code) = exit_code {
+                    r.state.exit_code = code;
+                }
+            });
             ContainerError::StartFailed {
                 id: id.to_string(),
                 message,
+                exit_code,
             }
         };
         let log = fs::OpenOptions::new()
@@ -504,8 +634,8 @@ impl ContainerService {
             .open(dir.join("monitor.log"))
             .map_err(ContainerError::io("opening monitor.log"))?;
         let mon = &self.inner.cfg.monitor;
-        let mut child = Command::new(&mon.program)
-            .args(&mon.args)
+        let mut child = self
+            .monitor_command()
             .arg("run")
             .arg(dir)
             .arg(&self.inner.cfg.runtime_root)
@@ -584,7 +714,19 @@ impl ContainerService {
         let this = self.clone();
         blocking(move || {
             let stopped = this.stop_blocking(&id, &dir, &record, timeout);
+            if stopped.is_ok() {
+                // The monitor records the exit, then deletes the runtime's
+                // container and goes: a `start` right after `stop` must not
+                // find it still there.
+                let deadline = Instant::now() + MONITOR_FINISH;
+                wait::block_until(&dir, deadline, |r| !Self::monitor_alive(r));
+            }
+            // Docker's order: kill, die, (network disconnect), stop.
+            this.observe(&id);
             this.net_after_stop(&id, &dir);
+            if stopped.is_ok() {
+                this.emit_for(&id, "stop", &[]);
+            }
             stopped
         })
         .await
@@ -605,11 +747,19 @@ impl ContainerService {
         }
         let timeout = timeout.or(record.config.stop_timeout).unwrap_or(10);
         let signal = spec::parse_signal(&record.resolved.stop_signal).unwrap_or(Signal::SIGTERM);
-        let _ = self.send_signal(id, signal);
+        if self.send_signal(id, signal).is_ok() {
+            self.emit(record, "kill", &[("signal", events::signal_number(signal))]);
+        }
         if self.wait_inactive(dir, Instant::now() + Duration::from_secs(timeout)) {
             return Ok(());
         }
-        let _ = self.send_signal(id, Signal::SIGKILL);
+        if self.send_signal(id, Signal::SIGKILL).is_ok() {
+            self.emit(
+                record,
+                "kill",
+                &[("signal", events::signal_number(Signal::SIGKILL))],
+            );
+        }
         if self.wait_inactive(dir, Instant::now() + Duration::from_secs(30)) {
             Ok(())
         } else {
@@ -634,7 +784,13 @@ impl ContainerService {
         if signal == Signal::SIGKILL || Some(signal) == stop_signal {
             store::update_record(&dir, |r| r.state.manual_stop = true)?;
         }
-        self.send_signal(&id, signal)
+        self.send_signal(&id, signal)?;
+        self.emit(
+            &record,
+            "kill",
+            &[("signal", events::signal_number(signal))],
+        );
+        Ok(())
     }
 
     /// Stops (if running) and starts again.
@@ -643,15 +799,12 @@ impl ContainerService {
             Ok(()) | Err(ContainerError::AlreadyStopped(_)) => {}
             Err(e) => return Err(e),
         }
-        // The monitor may still be recording the exit and cleaning up.
-        let (_, dir, _) = self.load(reference)?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while store::read_record(&dir).is_ok_and(|r| Self::monitor_alive(&r))
-            && Instant::now() < deadline
-        {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        // `start` waits for the old monitor to finish if it still runs.
+        self.start(reference).await?;
+        if let Ok(id) = self.resolve(reference) {
+            self.emit_for(&id, "restart", &[]);
         }
-        self.start(reference).await
+        Ok(())
     }
 
     pub fn pause(&self, reference: &str) -> Result<()> {
@@ -667,11 +820,12 @@ impl ContainerService {
         }
         let mut c = self.runtime().load(&id)?;
         c.pause()?;
-        store::update_record(&dir, |r| {
+        let (_, record) = store::update_record(&dir, |r| {
             if r.state.status == Status::Running {
                 r.state.status = Status::Paused
             }
         })?;
+        self.emit(&record, "pause", &[]);
         Ok(())
     }
 
@@ -682,11 +836,12 @@ impl ContainerService {
         }
         let mut c = self.runtime().load(&id)?;
         c.resume()?;
-        store::update_record(&dir, |r| {
+        let (_, record) = store::update_record(&dir, |r| {
             if r.state.status == Status::Paused {
                 r.state.status = Status::Running
             }
         })?;
+        self.emit(&record, "unpause", &[]);
         Ok(())
     }
 
@@ -714,12 +869,20 @@ impl ContainerService {
                         .load(&id)
                         .and_then(|c| c.kill(Signal::SIGKILL, true));
                 }
-                let _ = this.send_signal(&id, Signal::SIGKILL);
+                if this.send_signal(&id, Signal::SIGKILL).is_ok() {
+                    this.emit(
+                        &record,
+                        "kill",
+                        &[("signal", events::signal_number(Signal::SIGKILL))],
+                    );
+                }
                 this.wait_inactive(&dir, Instant::now() + Duration::from_secs(30));
                 // Let the monitor finish its bookkeeping.
-                let deadline = Instant::now() + Duration::from_secs(10);
+                let deadline = Instant::now() + MONITOR_FINISH;
                 wait::block_until(&dir, deadline, |r| !Self::monitor_alive(r));
             }
+            // An exit not reported yet comes before `destroy`.
+            this.observe(&id);
             let (_, record) = store::update_record(&dir, |r| r.state.status = Status::Removing)?;
             this.remove_now(&id, &record)?;
             this.remove_anonymous_volumes(&volume_mounts);
@@ -735,8 +898,8 @@ impl ContainerService {
             let _ = c.delete(true);
         }
         let rootfs = dir.join("rootfs");
-        if is_mounted(&rootfs) {
-            if let Err(e) = berth_snapshot::unmount(&rootfs) {
+        if berth_snapshot::is_mount_point(&rootfs) {
+            if let Err(e) = berth_snapshot::unmount_all(&rootfs) {
                 let _ = store::update_record(&dir, |r| {
                     r.state.status = Status::Dead;
                     r.state.error = e.to_string();
@@ -758,6 +921,7 @@ impl ContainerService {
         lock(&self.inner.pending_attach).remove(id);
         fs::remove_dir_all(&dir)
             .map_err(ContainerError::io(format!("removing {}", dir.display())))?;
+        self.emit(record, "destroy", &[]);
         Ok(())
     }
 
@@ -771,11 +935,17 @@ impl ContainerService {
             ));
         }
         self.inner.names.reserve(&bare, &id)?;
-        if let Err(e) = store::update_record(&dir, |r| r.name = format!("/{bare}")) {
-            self.inner.names.release(&bare, &id);
-            return Err(e);
-        }
+        let record = match store::update_record_with(&dir, store::Durability::Durable, |r| {
+            r.name = format!("/{bare}")
+        }) {
+            Ok((_, record)) => record,
+            Err(e) => {
+                self.inner.names.release(&bare, &id);
+                return Err(e);
+            }
+        };
         self.inner.names.release(&old, &id);
+        self.emit(&record, "rename", &[("oldName", format!("/{old}"))]);
         Ok(())
     }
 
@@ -792,10 +962,11 @@ impl ContainerService {
 
     /// Containers, newest first; only running ones unless `all`.
     pub fn list(&self, all: bool, filters: &ListFilters) -> Result<Vec<ContainerRecord>> {
-        let mut out: Vec<ContainerRecord> = self
-            .ids()
-            .iter()
-            .filter_map(|id| store::read_record(&self.dir(id)).ok())
+        let ids = self.ids();
+        let records =
+            lock(&self.inner.record_cache).records(&self.inner.cfg.root.join("containers"), &ids);
+        let mut out: Vec<ContainerRecord> = records
+            .into_iter()
             .filter(|r| all || r.state.status.is_active() || !filters.status.is_empty())
             .filter(|r| Self::matches(r, filters))
             .collect();
@@ -875,12 +1046,15 @@ impl ContainerService {
             .map_err(|_| ContainerError::NoSuchContainer(reference.to_string()))?;
         if record.state.status.is_active() || Self::monitor_alive(&record) {
             drop(pending);
-            return store::connect_socket(&dir, store::ATTACH_SOCKET)
-                .map(PendingAttach::Ready)
-                .map_err(ContainerError::io("connecting to the attach socket"));
+            let stream = store::connect_socket(&dir, store::ATTACH_SOCKET)
+                .map_err(ContainerError::io("connecting to the attach socket"))?;
+            self.emit(&record, "attach", &[]);
+            return Ok(PendingAttach::Ready(stream));
         }
         let (tx, rx) = oneshot::channel();
         pending.entry(id.clone()).or_default().push(tx);
+        drop(pending);
+        self.emit(&record, "attach", &[]);
         Ok(PendingAttach::Waiting { id, rx })
     }
 
@@ -936,6 +1110,44 @@ impl ContainerService {
         Ok(self.runtime().load(&id)?.stats()?)
     }
 
+    /// One sample of what Docker's stats report: the cgroup's counters
+    /// (v1 or v2, whichever the container runs under), the host's CPU time,
+    /// and the interfaces of the container's network namespace. A container
+    /// that is not running gives an empty sample.
+    pub fn stats_sample(&self, reference: &str) -> Result<StatsSample> {
+        let (id, _, record) = self.load(reference)?;
+        let running = matches!(record.state.status, Status::Running | Status::Paused);
+        let mut sample = StatsSample {
+            id: id.clone(),
+            name: record.name.clone(),
+            read: store::now_rfc3339(),
+            running,
+            cgroup: Default::default(),
+            system_cpu_usage: stats::system_cpu_usage(),
+            online_cpus: stats::online_cpus(),
+            networks: None,
+        };
+        if !running {
+            return Ok(sample);
+        }
+        sample.cgroup = match self.runtime().load(&id).and_then(|c| c.stats()) {
+            Ok(s) => s,
+            // It stopped between the record and the cgroup.
+            Err(_)
+                if !store::read_record(&self.dir(&id))
+                    .is_ok_and(|r| r.state.status.is_active()) =>
+            {
+                sample.running = false;
+                return Ok(sample);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if record.config.host_config.network_mode != "host" && record.state.pid > 0 {
+            sample.networks = Some(stats::net_dev(record.state.pid));
+        }
+        Ok(sample)
+    }
+
     /// Bytes of the container's log files.
     pub fn log_size(&self, reference: &str) -> Result<u64> {
         let (_, _, record) = self.load(reference)?;
@@ -956,6 +1168,24 @@ impl ContainerService {
             }
         }
         Ok(report)
+    }
+}
+
+/// The exit code Docker records when a container's command cannot be run,
+/// read from the runtime's message as moby reads it: 127 when the command
+/// is missing, 126 when it may not be executed; `None` for other failures.
+fn command_exit_code(command: &str, message: &str) -> Option<i32> {
+    let lower = message.to_ascii_lowercase();
+    if !command.is_empty()
+        && lower.contains(&command.to_ascii_lowercase())
+        && (lower.contains("executable file not found")
+            || lower.contains("no such file or directory"))
+    {
+        Some(127)
+    } else if lower.contains("permission denied") || lower.contains("is a directory") {
+        Some(126)
+    } else {
+        None
     }
 }
 

@@ -43,6 +43,10 @@ use super::types::{ContainerRecord, Status, Stream};
 /// - `exec <runtime-root> <id> <process.json> <pid-file> [<console-socket>]`
 ///   (the socket a TTY exec's pty master is sent to)
 pub fn main_with_args(args: &[String]) -> i32 {
+    // Started from the daemon's in-memory copy, the kernel names the process
+    // after the fd (`/proc/self/fd/N`): give it its own name for ps and top.
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+    unsafe { libc::prctl(libc::PR_SET_NAME, c"berth-monitor".as_ptr(), 0, 0, 0) };
     match args.get(1).map(String::as_str) {
         Some("run") if args.len() == 4 => run(Path::new(&args[2]), Path::new(&args[3])),
         Some("exec") if args.len() == 6 || args.len() == 7 => exec(
@@ -241,6 +245,8 @@ struct Monitor {
     clients: Vec<Client>,
     stderr_fd: Option<File>,
     record: ContainerRecord,
+    /// The record says this monitor is gone (`monitor_pid` 0).
+    released: bool,
 }
 
 /// What one run of the container produced.
@@ -285,10 +291,16 @@ impl Monitor {
             clients: Vec::new(),
             stderr_fd,
             record,
+            released: false,
         })
     }
 
     fn finish(&mut self) {
+        if self.released {
+            // The exit record released us (and a new monitor may own the
+            // socket by now).
+            return;
+        }
         let _ = std::fs::remove_file(self.dir.join(store::ATTACH_SOCKET));
         let _ = store::update_record(&self.dir, |r| {
             r.state.monitor_pid = 0;
@@ -326,6 +338,7 @@ impl Monitor {
             control.close();
             let finished = store::now_rfc3339();
             let policy = self.record.config.host_config.restart_policy.clone();
+            let sock = &self.dir.join(store::ATTACH_SOCKET);
             let result = store::update_record(&self.dir, |r| {
                 r.state.pid = 0;
                 r.state.exit_code = exit.code;
@@ -347,12 +360,21 @@ impl Monitor {
                     r.state.restart_count += 1;
                 } else {
                     r.state.status = Status::Exited;
+                    // Done (the runtime's container is deleted, clients are
+                    // told): the monitor lets go in this same write instead
+                    // of a second one, so `wait`, `rm` and a new `start` need
+                    // not wait for another. The socket goes first: a new
+                    // monitor may bind its own as soon as this is written.
+                    let _ = std::fs::remove_file(sock);
+                    r.state.monitor_pid = 0;
+                    r.state.monitor_start_time = 0;
                 }
                 restart
             });
             let restart = match result {
                 Ok((restart, record)) => {
                     self.record = record;
+                    self.released = !restart;
                     restart
                 }
                 Err(e) => {

@@ -537,6 +537,22 @@ impl ContainerService {
         for m in record.mounts.iter().filter(|m| m.kind == "volume") {
             let volume = self.inner.volumes.inspect(&m.name)?;
             self.inner.volumes.mount(&volume)?;
+            let attributes = [
+                ("container", record.id.clone()),
+                ("destination", m.destination.clone()),
+                ("driver", volume.driver.clone()),
+                ("propagation", m.propagation.clone()),
+                ("read/write", m.rw.to_string()),
+            ];
+            self.inner.events.publish(
+                "volume",
+                "mount",
+                &volume.name,
+                attributes
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect(),
+            );
         }
         Ok(())
     }

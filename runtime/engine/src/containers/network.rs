@@ -390,7 +390,7 @@ fn patch_spec_netns(dir: &Path, ns: Option<Option<&Path>>) -> Result<()> {
     }
     let data = serde_json::to_vec_pretty(&spec)
         .map_err(|e| invalid(format!("serializing config.json: {e}")))?;
-    store::write_atomic(&path, &data)
+    store::write_file(&path, &data, store::Durability::Replace)
 }
 
 /// Rewrites a file in place (same inode: it is bind-mounted into a running container).
@@ -679,7 +679,20 @@ impl ContainerService {
         };
         req.ipv4 = parse(&eo.ipv4_address)?;
         req.ipv6 = parse(&eo.ipv6_address)?;
-        net.mgr.attach(&req).map_err(net_err)
+        let endpoint = net.mgr.attach(&req).map_err(net_err)?;
+        self.network_event("connect", network, id);
+        Ok(endpoint)
+    }
+
+    /// `network connect`/`disconnect` events (Docker's attributes).
+    fn network_event(&self, action: &str, network: &Network, container: &str) {
+        let attributes = BTreeMap::from([
+            ("container".to_string(), container.to_string()),
+            ("name".to_string(), network.name.clone()),
+            ("type".to_string(), network.driver.clone()),
+        ]);
+        self.events()
+            .publish("network", action, &network.id, attributes);
     }
 
     fn write_resolver_files(
@@ -706,10 +719,11 @@ impl ContainerService {
         let files = ResolverFiles {
             hostname: record.resolved.hostname.clone(),
             domainname: opts.domainname.clone(),
+            // Every network's addresses, the primary's first (as Docker's sandbox does).
             addresses: endpoints
-                .first()
-                .map(|e| e.addresses.iter().map(|a| a.addr()).collect())
-                .unwrap_or_default(),
+                .iter()
+                .flat_map(|e| e.addresses.iter().map(|a| a.addr()))
+                .collect(),
             extra_hosts: extra,
             dns,
             dns_search: opts.dns_search.clone(),
@@ -720,6 +734,45 @@ impl ContainerService {
         write_in_place(&dir.join("hostname"), &files.hostname_file())?;
         write_in_place(&dir.join("hosts"), &files.hosts_file())?;
         write_in_place(&dir.join("resolv.conf"), &files.resolv_conf(&host_resolv))
+    }
+
+    /// Adds (`join`) or removes the container's own `/etc/hosts` lines for an endpoint's
+    /// addresses, as Docker does when a running container joins or leaves a network. The
+    /// other lines stay, edits made inside the container included; the file keeps its inode
+    /// (it is bind-mounted).
+    fn update_own_hosts(
+        &self,
+        dir: &Path,
+        record: &ContainerRecord,
+        endpoint: &Endpoint,
+        join: bool,
+    ) -> Result<()> {
+        let path = dir.join("hosts");
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            // Not written yet: the next start writes it whole.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(ContainerError::io(format!("reading {}", path.display()))(e)),
+        };
+        let entries = ResolverFiles {
+            hostname: record.resolved.hostname.clone(),
+            domainname: record.config.network.domainname.clone(),
+            addresses: endpoint.addresses.iter().map(|a| a.addr()).collect(),
+            ..ResolverFiles::default()
+        }
+        .own_entries();
+        let mut out = String::with_capacity(text.len() + 64);
+        for line in text.lines().filter(|l| !entries.iter().any(|e| e == l)) {
+            out.push_str(line);
+            out.push('\n');
+        }
+        if join {
+            for e in &entries {
+                out.push_str(e);
+                out.push('\n');
+            }
+        }
+        write_in_place(&path, &out)
     }
 
     /// `container:<ref>`: join the running container's namespace and share its name files.
@@ -762,11 +815,12 @@ impl ContainerService {
         for (n, ep) in net.mgr.endpoints_of(id) {
             had_ports |= !ep.ports.is_empty();
             // The veth goes with the namespace, which is let go right below.
-            if let Err(e) = net.mgr.release(&n.id, id) {
-                eprintln!(
+            match net.mgr.release(&n.id, id) {
+                Ok(()) => self.network_event("disconnect", &n, id),
+                Err(e) => eprintln!(
                     "berth: detaching container {id} from network {}: {e}",
                     n.name
-                );
+                ),
             }
         }
         let ns = net.netns_path(id);
@@ -804,13 +858,8 @@ impl ContainerService {
         let Some(net) = self.networking() else {
             return;
         };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while store::read_record(dir).is_ok_and(|r| Self::monitor_alive(&r))
-            && std::time::Instant::now() < deadline
-        {
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        if store::read_record(dir).is_ok_and(|r| Self::monitor_alive(&r)) {
+        let deadline = std::time::Instant::now() + super::MONITOR_FINISH;
+        if !super::wait::block_until(dir, deadline, |r| !Self::monitor_alive(r)) {
             return;
         }
         let gen = lock(&net.generations).get(id).copied();
@@ -897,16 +946,45 @@ impl ContainerService {
 
     /// The container's endpoints (network, endpoint), primary network first.
     pub fn container_endpoints(&self, id: &str) -> Vec<(Network, Endpoint)> {
+        match store::read_record(&self.dir(id)) {
+            Ok(r) => self.record_endpoints(&r),
+            Err(_) => self
+                .networking()
+                .map(|net| net.mgr.endpoints_of(id))
+                .unwrap_or_default(),
+        }
+    }
+
+    /// [`Self::record_endpoints`] of many records, in their order, looked up at once.
+    pub fn records_endpoints(&self, records: &[ContainerRecord]) -> Vec<Vec<(Network, Endpoint)>> {
+        let Some(net) = self.networking() else {
+            return vec![Vec::new(); records.len()];
+        };
+        let mut all = net.mgr.endpoints_by_container();
+        records
+            .iter()
+            .map(|r| {
+                let mut eps = all.remove(&r.id).unwrap_or_default();
+                if let Mode::Network(primary) =
+                    Mode::parse(&r.config.host_config.network_mode, net.default_network())
+                {
+                    eps.sort_by_key(|(n, _)| n.name != primary && n.id != primary);
+                }
+                eps
+            })
+            .collect()
+    }
+
+    /// [`Self::container_endpoints`] of a record already read.
+    pub fn record_endpoints(&self, r: &ContainerRecord) -> Vec<(Network, Endpoint)> {
         let Some(net) = self.networking() else {
             return Vec::new();
         };
-        let mut eps = net.mgr.endpoints_of(id);
-        if let Ok(r) = store::read_record(&self.dir(id)) {
-            if let Mode::Network(primary) =
-                Mode::parse(&r.config.host_config.network_mode, net.default_network())
-            {
-                eps.sort_by_key(|(n, _)| n.name != primary && n.id != primary);
-            }
+        let mut eps = net.mgr.endpoints_of(&r.id);
+        if let Mode::Network(primary) =
+            Mode::parse(&r.config.host_config.network_mode, net.default_network())
+        {
+            eps.sort_by_key(|(n, _)| n.name != primary && n.id != primary);
         }
         eps
     }
@@ -941,7 +1019,14 @@ impl ContainerService {
         if record.state.status.is_active() && is_netns_mounted(&ns) {
             let _gens = lock(&net.generations);
             let name = record.name.trim_start_matches('/').to_string();
-            self.attach_endpoint(net, &id, &name, &ns, &n, &eo)?;
+            let endpoint = self.attach_endpoint(net, &id, &name, &ns, &n, &eo)?;
+            if let Err(e) = self.update_own_hosts(&dir, &record, &endpoint, true) {
+                // Joined completely or not at all.
+                if net.mgr.detach(&n.id, &id).is_ok() {
+                    self.network_event("disconnect", &n, &id);
+                }
+                return Err(e);
+            }
         } else if record.config.network.endpoints.contains_key(&n.name)
             || Mode::parse(
                 &record.config.host_config.network_mode,
@@ -973,18 +1058,28 @@ impl ContainerService {
             NetworkError::NotFound(n) => ContainerError::NetworkNotFound(n),
             e => net_err(e),
         })?;
-        let attached = net.mgr.endpoints_of(&id).iter().any(|(x, _)| x.id == n.id);
+        let attached = net
+            .mgr
+            .endpoints_of(&id)
+            .into_iter()
+            .find(|(x, _)| x.id == n.id)
+            .map(|(_, ep)| ep);
         let configured = record.config.network.endpoints.contains_key(&n.name);
-        if !attached && !configured {
+        if attached.is_none() && !configured {
             return Err(ContainerError::Forbidden(format!(
                 "container {} is not connected to network {}",
                 record.name.trim_start_matches('/'),
                 n.name
             )));
         }
-        if attached {
+        if let Some(endpoint) = attached {
             let _gens = lock(&net.generations);
             net.mgr.detach(&n.id, &id).map_err(net_err)?;
+            self.network_event("disconnect", &n, &id);
+            if let Err(e) = self.update_own_hosts(&dir, &record, &endpoint, false) {
+                // The container has left the network; only a stale line remains.
+                eprintln!("berth: container {id}: /etc/hosts after disconnect: {e}");
+            }
         }
         store::update_record(&dir, |r| {
             r.config.network.endpoints.remove(&n.name);

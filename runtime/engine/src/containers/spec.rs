@@ -371,17 +371,17 @@ pub fn write_etc_files(
 }
 
 /// The OCI `config.json` for the record (its rootfs must be mounted: the
-/// user is resolved from its /etc/passwd).
-pub fn build(record: &ContainerRecord, dir: &Path) -> Result<Value, ContainerError> {
+/// user is resolved from its /etc/passwd). `init` is the installed init
+/// program ([`super::init::install`]) when the container runs with `--init`.
+pub fn build(
+    record: &ContainerRecord,
+    dir: &Path,
+    init: Option<&Path>,
+) -> Result<Value, ContainerError> {
     let create = &record.config;
     let hc = &create.host_config;
     let resolved = &record.resolved;
     let rootfs = dir.join("rootfs");
-    if hc.init {
-        return Err(ContainerError::InvalidParameter(
-            "--init is not supported yet".into(),
-        ));
-    }
     let net = hc.network_mode.as_str();
     let host_net = match net {
         "host" => true,
@@ -393,7 +393,12 @@ pub fn build(record: &ContainerRecord, dir: &Path) -> Result<Value, ContainerErr
     let caps = capabilities(create)?;
     let (unconfined, nnp) = security_options(&hc.security_opt)?;
 
-    let mut args = resolved.entrypoint.clone();
+    // With --init, as Docker: the init runs the command as its child.
+    let mut args: Vec<String> = match init {
+        Some(_) => vec![super::init::CONTAINER_PATH.into(), "--".into()],
+        None => Vec::new(),
+    };
+    args.extend(resolved.entrypoint.iter().cloned());
     args.extend(resolved.cmd.iter().cloned());
     let mut process = json!({
         "terminal": create.tty,
@@ -432,6 +437,14 @@ pub fn build(record: &ContainerRecord, dir: &Path) -> Result<Value, ContainerErr
             "type": "bind",
             "source": dir.join(f),
             "options": ["rbind", "rprivate"],
+        }));
+    }
+    if let Some(init) = init {
+        mounts.push(json!({
+            "destination": super::init::CONTAINER_PATH,
+            "type": "bind",
+            "source": init,
+            "options": ["bind", "ro"],
         }));
     }
     mounts.extend(super::mounts::oci_mounts(&record.mounts));

@@ -12,7 +12,10 @@
 //!
 //! The daemon and the container's monitor both update `state.json`; every
 //! update takes the directory's lock, re-reads, changes and atomically
-//! replaces the file, so neither loses the other's fields.
+//! replaces the file, so neither loses the other's fields. Run-time updates
+//! are synced but their rename is not made durable ([`Durability`]): a
+//! power failure may bring back the state before them, which a reboot makes
+//! stale anyway (the daemon reconciles it with the dead monitors on start).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
@@ -53,8 +56,32 @@ pub fn connect_socket(dir: &Path, name: &str) -> std::io::Result<std::os::unix::
     with_short_path(dir, name, |p| std::os::unix::net::UnixStream::connect(p))?
 }
 
-/// Writes `data` to `path` atomically: temp file, fsync, rename, fsync dir.
+/// What a write of a whole file must survive. Every kind replaces the file
+/// atomically for readers (temp file, rename): a process that dies half-way
+/// leaves the old content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// The file is synced before the rename: after a power failure it holds
+    /// the old or the new content, never a torn one, but the new content
+    /// may be lost. For run-time state (pid, status, exit code), which a
+    /// reboot makes stale anyway: what Docker does for its container files.
+    Replace,
+    /// Also the directory is synced: once the call returned, the new content
+    /// survives a power failure. For what a client was told exists (a
+    /// created container, a new name).
+    Durable,
+    /// Nothing is synced: for files nobody reads after a reboot (an exec's
+    /// process spec).
+    Volatile,
+}
+
+/// Writes `data` to `path` atomically and durably (see [`Durability::Durable`]).
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), ContainerError> {
+    write_file(path, data, Durability::Durable)
+}
+
+/// Writes `data` to `path` atomically (temp file, rename), synced per `durability`.
+pub fn write_file(path: &Path, data: &[u8], durability: Durability) -> Result<(), ContainerError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
         .file_name()
@@ -64,11 +91,15 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), ContainerError> {
     let ctx = || format!("writing {}", path.display());
     let mut file = File::create(&tmp).map_err(ContainerError::io(ctx()))?;
     file.write_all(data).map_err(ContainerError::io(ctx()))?;
-    file.sync_all().map_err(ContainerError::io(ctx()))?;
+    if durability != Durability::Volatile {
+        file.sync_all().map_err(ContainerError::io(ctx()))?;
+    }
     drop(file);
     fs::rename(&tmp, path).map_err(ContainerError::io(ctx()))?;
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
+    if durability == Durability::Durable {
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
     }
     Ok(())
 }
@@ -111,24 +142,38 @@ pub fn read_record(dir: &Path) -> Result<ContainerRecord, ContainerError> {
     serde_json::from_slice(&data).map_err(|source| ContainerError::CorruptState { path, source })
 }
 
-pub fn write_record(dir: &Path, record: &ContainerRecord) -> Result<(), ContainerError> {
+pub fn write_record(
+    dir: &Path,
+    record: &ContainerRecord,
+    durability: Durability,
+) -> Result<(), ContainerError> {
     let data =
         serde_json::to_vec_pretty(record).map_err(|source| ContainerError::CorruptState {
             path: dir.join(STATE_FILE),
             source,
         })?;
-    write_atomic(&dir.join(STATE_FILE), &data)
+    write_file(&dir.join(STATE_FILE), &data, durability)
 }
 
-/// Read-modify-write of the record under the directory lock.
+/// Read-modify-write of the record under the directory lock, for run-time
+/// state ([`Durability::Replace`]).
 pub fn update_record<T>(
     dir: &Path,
+    f: impl FnOnce(&mut ContainerRecord) -> T,
+) -> Result<(T, ContainerRecord), ContainerError> {
+    update_record_with(dir, Durability::Replace, f)
+}
+
+/// [`update_record`] with a choice of durability.
+pub fn update_record_with<T>(
+    dir: &Path,
+    durability: Durability,
     f: impl FnOnce(&mut ContainerRecord) -> T,
 ) -> Result<(T, ContainerRecord), ContainerError> {
     let _lock = DirLock::acquire(dir)?;
     let mut record = read_record(dir)?;
     let out = f(&mut record);
-    write_record(dir, &record)?;
+    write_record(dir, &record, durability)?;
     Ok((out, record))
 }
 

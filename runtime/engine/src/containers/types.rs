@@ -294,6 +294,10 @@ pub struct ExecConfig {
     pub console_size: Option<(u16, u16)>,
     pub attach_stdin: bool,
     pub privileged: bool,
+    /// The keys that detach a client from the exec's terminal (Docker's
+    /// notation; empty for the default). Kept for the API server, which
+    /// applies them to the session it relays.
+    pub detach_keys: String,
 }
 
 /// What `exec_inspect` returns.

@@ -114,7 +114,11 @@ impl ContainerService {
             loop {
                 let current = match store::read_record(&dir) {
                     Ok(r) => r,
-                    Err(_) if !dir.exists() => return Ok(last.state.exit_code),
+                    // Removed: the state file goes with the container (it is
+                    // replaced by rename, so never missing while it exists).
+                    Err(_) if !dir.join(store::STATE_FILE).exists() => {
+                        return Ok(last.state.exit_code)
+                    }
                     Err(_) => last.clone(),
                 };
                 let done = match condition {
