@@ -13,7 +13,7 @@ Both engines get private sockets and data roots; dockerd runs with networking of
 machine. busybox is imported into both from the host's busybox-static.
 
 Needs root, docker (client), docker.io (dockerd), busybox-static, and a built
-`berth` (target/release or target/debug).
+`berth` (target/release or target/debug, or $BERTH).
 """
 
 import argparse
@@ -31,7 +31,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def find_berth():
-    """The most recently built berth (static release, release, debug)."""
+    """$BERTH, else the most recently built berth (static release, release, debug)."""
+    if os.environ.get("BERTH"):
+        return os.environ["BERTH"]
     found = [os.path.join(REPO, p) for p in (
         "target/x86_64-unknown-linux-gnu/release/berth", "target/release/berth", "target/debug/berth")]
     found = [p for p in found if os.path.isfile(p)]

@@ -23,7 +23,9 @@
 6. Resume: a Berth pull through a byte-counting TCP proxy is killed with SIGKILL once
    50% of the image's bytes went through the proxy, then run again on the same data
    root. Re-downloaded = (bytes of run 1 + bytes of run 2) - bytes of a clean pull
-   through the same proxy, all counted on the wire (headers included).
+   through the same proxy, all counted on the wire (headers included). The proxy's
+   client sockets get a small send buffer (--proxy-sndbuf) so that a byte counts when
+   it is handed to Berth, not when it is queued in the proxy's own socket.
 
 Needs root (dockerd), docker.io (dockerd 20.10 + CLI), containerd, docker-registry,
 skopeo, and the example built:
@@ -414,10 +416,18 @@ class Docker:
 
 
 class CountingProxy:
-    """127.0.0.1:<port> -> 127.0.0.1:<upstream>, counting bytes sent to clients."""
+    """127.0.0.1:<port> -> 127.0.0.1:<upstream>, counting bytes sent to clients.
 
-    def __init__(self, upstream):
+    A byte counts once sendall() returned, i.e. once it is in the client socket's send
+    buffer. With the kernel's default (autotuned up to tcp_wmem's 4 MiB per socket) the
+    proxy runs megabytes ahead of a reader that pauses for a moment, and those bytes,
+    never delivered, were counted as downloaded; it also lets the reader's receive queue
+    grow. `sndbuf` (bytes; 0 = kernel default) keeps "counted" within that much of
+    "handed to the reader", and paces the proxy with its reader as a network path would."""
+
+    def __init__(self, upstream, sndbuf):
         self.upstream = upstream
+        self.sndbuf = sndbuf
         self.lock = threading.Lock()
         self.down = 0
         self.listener = socket.socket()
@@ -446,6 +456,8 @@ class CountingProxy:
             except OSError:
                 client.close()
                 continue
+            if self.sndbuf:
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.sndbuf)
             threading.Thread(target=self.pipe, args=(client, server, False), daemon=True).start()
             threading.Thread(target=self.pipe, args=(server, client, True), daemon=True).start()
 
@@ -535,6 +547,9 @@ def main():
     ap.add_argument("--no-resume", action="store_true", help="skip the resume measurement")
     ap.add_argument("--resume-runs", type=int, default=3, help="repetitions of the resume measurement (default 3)")
     ap.add_argument("--kill-at", type=float, default=0.5, help="fraction of bytes at which the resume run is killed")
+    ap.add_argument("--proxy-sndbuf", type=int, default=64 << 10,
+                    help="SO_SNDBUF of the counting proxy's client sockets, bytes (default 64 KiB; "
+                         "0 = kernel default, which over-counts: see CountingProxy)")
     args = ap.parse_args()
 
     if not os.path.isfile(args.example):
@@ -597,11 +612,14 @@ def main():
 
         resumes = []
         if not args.no_resume:
-            proxy = CountingProxy(registry.port)
+            proxy = CountingProxy(registry.port, args.proxy_sndbuf)
             pref = "127.0.0.1:%d/bench/big:1" % proxy.port
             root = os.path.join(base, "berth-resume")
-            berth_pull(args.example, root, pref)
+            _, res0, _ = berth_pull(args.example, root, pref)
             clean = proxy.bytes()
+            through_proxy = clean / MB / float(res0["download"])
+            print("  clean pull through the proxy: download %.2f s = %.1f MB/s" % (
+                float(res0["download"]), through_proxy), flush=True)
             remove_tree(root)
             for i in range(args.resume_runs):
                 proxy.reset()
@@ -669,14 +687,16 @@ def main():
         print()
         print("== resume: a Berth pull killed (SIGKILL) at %.0f%% of the bytes, then run again; "
               "%d runs, medians ==" % (args.kill_at * 100, len(resumes)))
-        print("wire bytes (through a counting proxy): clean pull %.1f MB; killed run %.1f MB; resumed run %.1f MB"
-              % (clean / MB, med("first") / MB, med("second") / MB))
+        print("wire bytes (through a counting proxy, SO_SNDBUF %s, clean pull at %.0f MB/s): clean pull %.1f MB; "
+              "killed run %.1f MB; resumed run %.1f MB" % (
+                  "%d KiB" % (args.proxy_sndbuf >> 10) if args.proxy_sndbuf else "kernel default",
+                  through_proxy, clean / MB, med("first") / MB, med("second") / MB))
         print("kept by the killed run: %.1f MB (whole layers %s, partial layers resumed with Range %s)" % (
             med("kept") / MB, "/".join(str(r["whole_layers"]) for r in resumes),
             "/".join(str(r["partial_layers"]) for r in resumes)))
-        print("lost at the kill: %.1f MB read by berth but not yet on disk (1 MiB ingest buffer + channel per layer),"
+        print("lost at the kill: %.1f MB read by berth but not yet on disk (the ingest writers' queues),"
               % (med("lost_in_process") / MB))
-        print("  %.1f MB sent by the proxy but not yet read by berth (socket buffers)" % (
+        print("  %.1f MB counted by the proxy but not yet read by berth (socket buffers)" % (
             med("lost_in_flight") / MB))
         print("downloaded again: %.2f MB = %.2f%% of the image (each run: %s; target < 5%%)" % (
             med("again") / MB, 100.0 * med("again") / clean,
