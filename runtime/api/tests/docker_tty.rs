@@ -35,7 +35,23 @@ fn in_terminal(server: &Server, shell_command: &str, input: &str) -> Output {
         .unwrap()
         .write_all(input.as_bytes())
         .unwrap();
-    child.wait_with_output().unwrap()
+    // Whatever hangs in there, the test fails within two minutes instead of hanging.
+    let script_pid = child.id();
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if finished
+            .recv_timeout(std::time::Duration::from_secs(120))
+            .is_err()
+        {
+            let _ = Command::new("kill")
+                .args(["-KILL", &script_pid.to_string()])
+                .status();
+        }
+    });
+    let out = child.wait_with_output().unwrap();
+    let _ = done.send(());
+    let _ = watchdog.join();
+    out
 }
 
 #[test]
@@ -97,7 +113,7 @@ fn run_with_init_and_a_terminal() {
     import_busybox(&server);
     let out = in_terminal(
         &server,
-        "timeout 60 docker run -it --rm --init busybox sh -c 'read line; echo got:$line; ps -o pid,comm; exit 4'",
+        "timeout --foreground -k 5 60 docker run -it --rm --init busybox sh -c 'read line; echo got:$line; ps -o pid,comm; exit 4'",
         "hello\n",
     );
     let text = String::from_utf8_lossy(&out.stdout);

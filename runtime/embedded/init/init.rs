@@ -4,7 +4,10 @@
 //!
 //! - it starts the program as its only child, in a process group of its own that it makes the
 //!   terminal's foreground group when stdin is a terminal, with the signal mask it was given;
-//! - it forwards every signal it receives to that child (all but SIGCHLD; the synchronous
+//! - it ignores SIGTTIN and SIGTTOU itself (it stays in the background once the child owns the
+//!   terminal, and `docker run -it` proxies the ones its own client gets) and restores their
+//!   default action in the child;
+//! - it forwards every other signal it receives to that child (all but SIGCHLD; the synchronous
 //!   faults SIGSEGV, SIGBUS, … are left unblocked to end the init itself). As pid 1 of a PID
 //!   namespace it would otherwise get no signal it has no handler for: blocked signals still
 //!   arrive, and it collects them with `rt_sigtimedwait`;
@@ -37,6 +40,12 @@ const SYNCHRONOUS: [usize; 7] = [
     11, // SIGSEGV
     31, // SIGSYS
 ];
+
+/// Terminal job-control signals: ignored by the init, default in the child (tini does the same).
+const SIGTTIN: usize = 21;
+const SIGTTOU: usize = 22;
+const SIG_DFL: usize = 0;
+const SIG_IGN: usize = 1;
 
 const SIG_SETMASK: usize = 2;
 const SIGSET_SIZE: usize = 8;
@@ -105,6 +114,22 @@ fn sigprocmask(set: &u64, old: Option<&mut u64>) {
             SIGSET_SIZE,
         );
     }
+}
+
+/// Sets the disposition of `signal` to SIG_DFL or SIG_IGN (no handler, so no restorer).
+fn set_disposition(signal: usize, disposition: usize) {
+    // The kernel's struct sigaction on x86_64 and aarch64: handler, flags, restorer, mask.
+    let action: [u64; 4] = [disposition as u64, 0, 0, 0];
+    // SAFETY: `action` is a live kernel sigaction; no old action is asked for.
+    unsafe {
+        syscall4(
+            nr::RT_SIGACTION,
+            signal,
+            action.as_ptr() as usize,
+            0,
+            SIGSET_SIZE,
+        )
+    };
 }
 
 /// execve with `argv[0]` looked up in `PATH` the way execvp does; returns only on failure, with
@@ -181,6 +206,9 @@ unsafe fn run_child(argv: *const *const u8, envp: *const *const u8, mask: &u64) 
     // background group may take the terminal.
     // SAFETY: TIOCSPGRP reads a pid_t that lives for the call.
     unsafe { syscall4(nr::IOCTL, 0, TIOCSPGRP, &pgrp as *const i32 as usize, 0) };
+    // exec keeps ignored signals ignored: give the program the default job control back.
+    set_disposition(SIGTTIN, SIG_DFL);
+    set_disposition(SIGTTOU, SIG_DFL);
     sigprocmask(mask, None);
     // SAFETY: the caller's arrays, passed on.
     let errno = -unsafe { exec(argv, envp) };
@@ -228,8 +256,10 @@ extern "C" fn program_main(stack: *const usize) -> ! {
     // SAFETY: `first` < argc, so this is an argv entry; the rest stays null-terminated.
     let child_argv = unsafe { argv.add(first) };
 
+    set_disposition(SIGTTIN, SIG_IGN);
+    set_disposition(SIGTTOU, SIG_IGN);
     let mut blocked: u64 = !0;
-    for signal in SYNCHRONOUS {
+    for signal in SYNCHRONOUS.iter().chain(&[SIGTTIN, SIGTTOU]) {
         blocked &= !(1 << (signal - 1));
     }
     let mut original: u64 = 0;

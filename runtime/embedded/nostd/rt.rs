@@ -18,6 +18,7 @@ pub mod nr {
     pub const READ: usize = 0;
     pub const WRITE: usize = 1;
     pub const CLOSE: usize = 3;
+    pub const RT_SIGACTION: usize = 13;
     pub const RT_SIGPROCMASK: usize = 14;
     pub const IOCTL: usize = 16;
     pub const GETPID: usize = 39;
@@ -43,6 +44,7 @@ pub mod nr {
     pub const WRITE: usize = 64;
     pub const EXIT_GROUP: usize = 94;
     pub const KILL: usize = 129;
+    pub const RT_SIGACTION: usize = 134;
     pub const RT_SIGPROCMASK: usize = 135;
     pub const RT_SIGTIMEDWAIT: usize = 137;
     pub const SETPGID: usize = 154;

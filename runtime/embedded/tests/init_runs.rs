@@ -190,3 +190,54 @@ fn wait_for_child_of(parent: u32) {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// SIGTTIN and SIGTTOU are ignored by the init and not passed on (the docker CLI proxies the
+/// ones it gets itself as a background job; passed on, they would stop the command), while the
+/// command gets their default action back.
+#[test]
+fn job_control_signals_stay_with_the_init() {
+    let dir = tempfile::tempdir().unwrap();
+    let init = install(dir.path());
+    let mut child = Command::new(&init)
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "grep SigIgn /proc/self/status; exec sleep 1000",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let ignored_by_command = mask_of(&lines.next().unwrap().unwrap());
+    let job_control = (1u64 << (21 - 1)) | (1u64 << (22 - 1));
+    assert_eq!(
+        ignored_by_command & job_control,
+        0,
+        "the command ignores them"
+    );
+    let init_pid = child.id();
+    let init_status = fs::read_to_string(format!("/proc/{init_pid}/status")).unwrap();
+    let ignored_by_init = init_status
+        .lines()
+        .find(|l| l.starts_with("SigIgn:"))
+        .map(mask_of)
+        .unwrap();
+    assert_eq!(ignored_by_init & job_control, job_control, "{init_status}");
+
+    // Sent to the init, SIGTTOU does not reach the command: a later SIGTERM still ends it
+    // (a stopped command would keep the SIGTERM pending and never exit).
+    assert!(send_signal(init_pid, "TTOU"));
+    let (sleep_pid, _, _) = children_of(init_pid)[0].clone();
+    let sleep_status = fs::read_to_string(format!("/proc/{sleep_pid}/status")).unwrap();
+    assert!(sleep_status.contains("State:\tS"), "{sleep_status}");
+    assert!(send_signal(init_pid, "TERM"));
+    assert_eq!(child.wait().unwrap().code(), Some(143));
+}
+
+/// The hexadecimal signal mask of a `/proc/<pid>/status` line such as `SigIgn:\t0000…`.
+fn mask_of(line: &str) -> u64 {
+    let hex = line.split(':').nth(1).unwrap().trim();
+    u64::from_str_radix(hex, 16).unwrap()
+}
