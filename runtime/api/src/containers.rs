@@ -476,7 +476,9 @@ pub async fn kill(
     reference: &str,
     query: &Query,
 ) -> Result<ApiResponse, ApiError> {
-    service(state).kill(reference, query.get("signal").filter(|s| !s.is_empty()))?;
+    service(state)
+        .kill(reference, query.get("signal").filter(|s| !s.is_empty()))
+        .await?;
     Ok(body::empty(StatusCode::NO_CONTENT))
 }
 

@@ -225,7 +225,7 @@ fn docker_exit_codes_for_commands_that_cannot_run() {
 /// previous run's monitor to finish instead of answering "already running"
 /// (a 304 the CLI reports as success, with nothing started).
 #[test]
-fn docker_start_right_after_stop_or_exit_starts_it_again() {
+fn docker_start_right_after_stop_kill_or_exit_starts_it_again() {
     let server = Server::start();
     let _cleanup = Cleanup(&server);
     import_busybox(&server);
@@ -243,6 +243,18 @@ fn docker_start_right_after_stop_or_exit_starts_it_again() {
     for i in 0..10 {
         server.docker_ok(&["stop", "-t", "0", "looper"]);
         assert!(state("looper").starts_with("exited "), "round {i}");
+        server.docker_ok(&["start", "looper"]);
+        let now = state("looper");
+        assert!(now.starts_with("running "), "round {i}: {now}");
+        assert_ne!(now, last, "round {i}: the same run as before");
+        last = now;
+    }
+
+    // `docker kill` (SIGKILL) returns once the container is down, as dockerd's does.
+    for i in 0..5 {
+        server.docker_ok(&["kill", "looper"]);
+        let now = state("looper");
+        assert!(now.starts_with("exited "), "round {i}: {now}");
         server.docker_ok(&["start", "looper"]);
         let now = state("looper");
         assert!(now.starts_with("running "), "round {i}: {now}");

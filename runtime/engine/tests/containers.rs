@@ -422,10 +422,14 @@ fn long_running_stop_kill_pause_remove() {
     // Start again, then kill.
     env.rt.block_on(env.svc().start(&id)).expect("restart");
     assert_eq!(env.status(&id), Status::Running);
-    env.svc().kill(&id, Some("KILL")).expect("kill");
+    env.rt
+        .block_on(env.svc().kill(&id, Some("KILL")))
+        .expect("kill");
+    // A SIGKILL returns once the container is down: a start right away must work.
+    assert_eq!(env.status(&id), Status::Exited);
     assert_eq!(env.wait(&id, WaitCondition::NotRunning), 137);
     assert!(matches!(
-        env.svc().kill(&id, None),
+        env.rt.block_on(env.svc().kill(&id, None)),
         Err(ContainerError::NotRunning(_))
     ));
 
@@ -705,7 +709,9 @@ fn list_shows_every_change_written_before_it() {
         let r = listed(&id).expect("listed");
         assert_eq!(r.state.status, Status::Running, "round {i}");
         let pid = r.state.pid;
-        env.svc().kill(&id, Some("KILL")).expect("kill");
+        env.rt
+            .block_on(env.svc().kill(&id, Some("KILL")))
+            .expect("kill");
         assert_eq!(env.wait(&id, WaitCondition::NotRunning), 137);
         let r = listed(&id).expect("listed");
         assert_eq!(r.state.status, Status::Exited, "round {i}");

@@ -771,7 +771,10 @@ impl ContainerService {
 
     /// Sends a signal (default SIGKILL). Killing with SIGKILL or the stop
     /// signal counts as a manual stop for restart policies.
-    pub fn kill(&self, reference: &str, signal: Option<&str>) -> Result<()> {
+    /// Sends `signal` (SIGKILL by default). A SIGKILL returns once the container has exited
+    /// and its monitor is gone, as dockerd's does, so `kill && start` or `kill && rm` find it
+    /// stopped.
+    pub async fn kill(&self, reference: &str, signal: Option<&str>) -> Result<()> {
         let (id, dir, record) = self.load(reference)?;
         let signal = match signal.filter(|s| !s.is_empty()) {
             Some(s) => spec::parse_signal(s)?,
@@ -790,7 +793,24 @@ impl ContainerService {
             "kill",
             &[("signal", events::signal_number(signal))],
         );
-        Ok(())
+        if signal != Signal::SIGKILL {
+            return Ok(());
+        }
+        let this = self.clone();
+        blocking(move || {
+            let deadline = Instant::now() + MONITOR_FINISH;
+            if !wait::block_until(&dir, deadline, |r| {
+                !r.state.status.is_active() && !Self::monitor_alive(r)
+            }) {
+                return Err(ContainerError::Conflict(format!(
+                    "container {id} did not exit within {}s of SIGKILL",
+                    MONITOR_FINISH.as_secs()
+                )));
+            }
+            this.observe(&id);
+            Ok(())
+        })
+        .await
     }
 
     /// Stops (if running) and starts again.
