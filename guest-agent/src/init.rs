@@ -14,6 +14,8 @@ pub const BUSYBOX: &str = "/bin/busybox";
 
 pub fn run() -> ! {
     let start = Instant::now();
+    // The kernel starts PID 1 without PATH; the engine runs `nft` (in /usr/sbin) by name.
+    std::env::set_var("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
     mount_pseudo_filesystems();
     let failed = modules::load_all(modules::Phase::Boot);
     let boot = cmdline::parse(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default());
@@ -56,8 +58,6 @@ pub fn run() -> ! {
         );
         power_off();
     }
-    // The rest of the modules, now that the server is starting.
-    modules::load_all(modules::Phase::Later);
     reap_until(child);
     power_off()
 }

@@ -1,6 +1,7 @@
 //! The agent's server: the engine (as `berth daemon` builds it) served on
 //! vsock, plus the control channel and port forwarding.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +17,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufRea
 use tokio::sync::watch;
 use tokio_vsock::{VsockAddr, VsockListener, VsockStream, VMADDR_CID_ANY};
 
-use crate::{disk, ports};
+use crate::{disk, modules, ports};
 
 /// How often the published ports are rescanned.
 const PORT_SCAN: Duration = Duration::from_millis(250);
@@ -69,6 +70,35 @@ pub fn run(options: Options) -> Result<()> {
     result
 }
 
+/// Host ports the engine publishes on all addresses or on loopback: bridge containers'
+/// ports are NAT rules, not listening sockets, so the socket scan does not see them.
+fn published_ports(state: &ApiState) -> BTreeSet<ForwardedPort> {
+    let engine = &state.containers;
+    let Ok(running) = engine.list(false, &Default::default()) else {
+        return BTreeSet::new();
+    };
+    let mut out = BTreeSet::new();
+    for endpoints in engine.records_endpoints(&running) {
+        for (_, endpoint) in endpoints {
+            for binding in endpoint
+                .ports
+                .iter()
+                .filter(|b| b.host_ip.is_unspecified() || b.host_ip.is_loopback())
+            {
+                let proto = match binding.proto.as_str() {
+                    "udp" => Proto::Udp,
+                    _ => Proto::Tcp,
+                };
+                out.insert(ForwardedPort {
+                    proto,
+                    port: binding.host_port,
+                });
+            }
+        }
+    }
+    out
+}
+
 /// One [`FRAMED_API_PORT`] connection: the host's frames are unpacked into
 /// one end of a socket pair that the API server reads, so the client's
 /// half-close arrives as a real one; the server's bytes go back raw.
@@ -97,6 +127,11 @@ async fn serve_framed(vsock: VsockStream, state: Arc<ApiState>) {
 
 async fn serve(options: Options) -> Result<()> {
     let data_root = options.data_root;
+    // The modules the boot did not need (bridge, netfilter, …) load while the image store
+    // opens; bridge networking needs them before the engine starts.
+    let later_modules = options
+        .in_vm
+        .then(|| tokio::task::spawn_blocking(|| modules::load_all(modules::Phase::Later)));
     std::fs::create_dir_all(&data_root)
         .with_context(|| format!("creating {}", data_root.display()))?;
     let images = ImageService::open(&data_root, berth_registry::ClientConfig::default())
@@ -105,13 +140,24 @@ async fn serve(options: Options) -> Result<()> {
         Ok(_) => {}
         Err(e) => eprintln!("berth-agent: loading the embedded hello image failed: {e}"),
     }
+    if let Some(loading) = later_modules {
+        let failed = loading.await.unwrap_or(0);
+        if failed > 0 {
+            eprintln!("berth-agent: {failed} later modules failed to load");
+        }
+    }
     let info = DaemonInfo {
         id: berth_api::system::engine_id(&data_root)
             .with_context(|| format!("writing the engine id in {}", data_root.display()))?,
         data_root: data_root.clone(),
         debug: false,
         runtime_path: "berth-agent (in-process)".into(),
-        // Fields added later (bridge networking, …) keep their defaults.
+        // The same bridge networking as `berth daemon` on a Linux host: the default bridge,
+        // nftables rules in table `berth`, DNS forwarded to the guest's resolv.conf.
+        // (Outside a VM, as in the agent's own tests, the host's networking is left alone.)
+        network: options
+            .in_vm
+            .then(berth_engine::containers::NetworkConfig::default),
         ..DaemonInfo::default()
     };
     let state = Arc::new(ApiState::new(images, info)?);
@@ -131,11 +177,19 @@ async fn serve(options: Options) -> Result<()> {
         ready_ms.unwrap_or(0)
     );
 
-    let (ports_tx, ports_rx) = watch::channel(ports::scan());
+    let forwarded = {
+        let state = Arc::clone(&state);
+        move || {
+            let mut ports = ports::scan();
+            ports.extend(published_ports(&state));
+            ports
+        }
+    };
+    let (ports_tx, ports_rx) = watch::channel(forwarded());
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(PORT_SCAN).await;
-            let now = ports::scan();
+            let now = forwarded();
             ports_tx.send_if_modified(|p| {
                 let changed = *p != now;
                 *p = now;

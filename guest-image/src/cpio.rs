@@ -32,6 +32,18 @@ impl Archive {
         });
     }
 
+    /// Adds every parent directory of `path` (mode 0755) that is not there yet.
+    pub fn parents(&mut self, path: &str) {
+        let mut parent = Path::new(path).parent();
+        while let Some(p) = parent {
+            if p.as_os_str().is_empty() {
+                break;
+            }
+            self.dir(&p.to_string_lossy(), 0o755);
+            parent = p.parent();
+        }
+    }
+
     pub fn file(&mut self, path: &str, perm: u32, data: Vec<u8>) {
         self.entries.insert(
             path.to_string(),

@@ -1,5 +1,6 @@
-//! The Debian kernel package: fetched with `apt-get download` into the
-//! cache, unpacked with `dpkg-deb`.
+//! Debian packages: the kernel and the userland the engine runs in the guest (`nft` and the
+//! libraries it links), fetched with `apt-get download` into the cache, unpacked with
+//! `dpkg-deb`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -29,7 +30,7 @@ fn run(cmd: &mut Command) -> Result<String, GuestImageError> {
 pub fn extract(deb: &Path, dest: &Path) -> Result<(), GuestImageError> {
     if !deb.is_file() {
         return Err(GuestImageError::MissingInput {
-            what: "the kernel package",
+            what: "the package",
             path: deb.to_path_buf(),
             hint: "",
         });
@@ -93,6 +94,57 @@ pub fn fetch_kernel_deb(cache: &Path) -> Result<PathBuf, GuestImageError> {
             command: format!("apt-cache depends {meta}"),
             detail: "no linux-image dependency".into(),
         })?;
+    download(&debs, &package)
+}
+
+/// The packages the guest's userland is made of: `nft` (the engine programs the guest's
+/// packet filter with it, as on a host) and everything it depends on, as apt resolves it.
+pub const USERLAND_ROOTS: &[&str] = &["nftables"];
+
+/// Downloads [`USERLAND_ROOTS`] and their dependencies (not recommends) into `<cache>/debs`;
+/// `$BERTH_USERLAND_DEBS` (a directory of `.deb` files) is used instead when set. Sorted, so
+/// the image digest does not depend on directory order.
+pub fn fetch_userland_debs(cache: &Path) -> Result<Vec<PathBuf>, GuestImageError> {
+    if let Some(dir) = std::env::var_os("BERTH_USERLAND_DEBS") {
+        let dir = PathBuf::from(dir);
+        let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map_err(io("listing", &dir))?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "deb"))
+            .collect();
+        found.sort();
+        return Ok(found);
+    }
+    let debs = cache.join("debs");
+    std::fs::create_dir_all(&debs).map_err(io("creating", &debs))?;
+    let mut args = vec![
+        "depends",
+        "--recurse",
+        "--no-recommends",
+        "--no-suggests",
+        "--no-conflicts",
+        "--no-breaks",
+        "--no-replaces",
+        "--no-enhances",
+    ];
+    args.extend(USERLAND_ROOTS);
+    let listing = run(Command::new("apt-cache").args(&args))?;
+    let mut packages: Vec<&str> = listing
+        .lines()
+        // Package names start a line; their relations are indented; virtual ones are <named>.
+        .filter(|l| !l.starts_with(' ') && !l.starts_with('<') && !l.is_empty())
+        .collect();
+    packages.sort_unstable();
+    packages.dedup();
+    packages
+        .into_iter()
+        .map(|package| download(&debs, package))
+        .collect()
+}
+
+/// `<debs>/<package>_*.deb`, downloaded unless already there.
+fn download(debs: &Path, package: &str) -> Result<PathBuf, GuestImageError> {
     let existing = |debs: &Path| -> Option<PathBuf> {
         std::fs::read_dir(debs)
             .ok()?
@@ -104,13 +156,13 @@ pub fn fetch_kernel_deb(cache: &Path) -> Result<PathBuf, GuestImageError> {
                     .is_some_and(|n| n.starts_with(&format!("{package}_")) && n.ends_with(".deb"))
             })
     };
-    if let Some(found) = existing(&debs) {
+    if let Some(found) = existing(debs) {
         return Ok(found);
     }
     run(Command::new("apt-get")
-        .args(["download", "-q", &package])
-        .current_dir(&debs))?;
-    existing(&debs).ok_or_else(|| GuestImageError::Command {
+        .args(["download", "-q", package])
+        .current_dir(debs))?;
+    existing(debs).ok_or_else(|| GuestImageError::Command {
         command: format!("apt-get download {package}"),
         detail: "no package file appeared".into(),
     })

@@ -5,8 +5,10 @@
 //! - `initrd.img`: an uncompressed newc cpio (the kernel unpacks it faster
 //!   than a compressed one under emulation) holding `/init` (the agent),
 //!   `/bin/berth-monitor` (a link to it), a static busybox (networking and
-//!   `mke2fs`), and the kernel modules the guest needs with their
-//!   dependencies, listed in load order in `/lib/modules/berth.list`.
+//!   `mke2fs`), `/usr/sbin/nft` with the shared libraries of its Debian
+//!   packages (the engine's bridge networking programs nftables with it), and
+//!   the kernel modules the guest needs with their dependencies, listed in
+//!   load order in `/lib/modules/berth.list`.
 //!
 //! Artefacts are cached under `<cache>/guest-image/<digest>/`, where the
 //! digest covers every input byte and the builder's format version: a
@@ -26,7 +28,7 @@ use sha2::{Digest, Sha256};
 pub use modules::{resolve, BOOT_MODULES, LATER_MARKER, LATER_MODULES};
 
 /// Bumped whenever the archive layout changes.
-const FORMAT: &str = "berth-guest-image/2";
+const FORMAT: &str = "berth-guest-image/3";
 
 #[derive(Debug, thiserror::Error)]
 pub enum GuestImageError {
@@ -70,6 +72,8 @@ pub struct Inputs {
     pub agent: PathBuf,
     /// A static busybox.
     pub busybox: PathBuf,
+    /// The userland packages (see [`deb::fetch_userland_debs`]).
+    pub userland_debs: Vec<PathBuf>,
 }
 
 /// Built artefacts.
@@ -90,7 +94,7 @@ impl GuestImage {
     }
 }
 
-pub use deb::fetch_kernel_deb;
+pub use deb::{fetch_kernel_deb, fetch_userland_debs, USERLAND_ROOTS};
 
 /// Debian's static busybox, where `busybox-static` installs it.
 pub fn default_busybox() -> PathBuf {
@@ -104,11 +108,13 @@ fn digest_inputs(inputs: &Inputs) -> Result<String> {
         h.update(m.as_bytes());
         h.update(b"\0");
     }
-    for (what, path) in [
+    let fixed = [
         ("the kernel package", &inputs.kernel_deb),
         ("the agent binary", &inputs.agent),
         ("busybox", &inputs.busybox),
-    ] {
+    ];
+    let userland = inputs.userland_debs.iter().map(|p| ("a userland package", p));
+    for (what, path) in fixed.into_iter().chain(userland) {
         let bytes = std::fs::read(path).map_err(|source| {
             if source.kind() == std::io::ErrorKind::NotFound {
                 GuestImageError::MissingInput {
@@ -203,21 +209,75 @@ fn build_into(inputs: &Inputs, work: &Path) -> Result<()> {
             list.push('\n');
         }
         let name = format!("lib/modules/{rel}");
-        let mut parent = Path::new(&name).parent();
-        while let Some(p) = parent {
-            if p.as_os_str().is_empty() {
-                break;
-            }
-            archive.dir(&p.to_string_lossy(), 0o755);
-            parent = p.parent();
-        }
+        archive.parents(&name);
         archive.file_from(&name, 0o644, &kernel.modules_dir.join(rel))?;
         list.push_str(rel);
         list.push('\n');
     }
     archive.file("lib/modules/berth.list", 0o644, list.into_bytes());
+    add_userland(&mut archive, &inputs.userland_debs, &work.join("userland"))?;
     let initrd = work.join("initrd.img");
     std::fs::write(&initrd, archive.finish()).map_err(io("writing", &initrd))?;
+    Ok(())
+}
+
+/// Where `nft` is, in its package and in the image.
+const NFT: &str = "usr/sbin/nft";
+
+/// Adds `nft` and every shared library of `debs` (the top level of the multiarch library
+/// directories and `/lib64`, where the loader is) to the archive. Other files of the packages
+/// (documentation, locales, gconv modules) stay out.
+fn add_userland(archive: &mut cpio::Archive, debs: &[PathBuf], tree: &Path) -> Result<()> {
+    if debs.is_empty() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(tree).map_err(io("creating", tree))?;
+    for deb in debs {
+        deb::extract(deb, tree)?;
+    }
+    let nft = tree.join(NFT);
+    if !nft.is_file() {
+        return Err(GuestImageError::MissingInput {
+            what: "nft in the userland packages",
+            path: nft,
+            hint: " (is nftables among them?)",
+        });
+    }
+    archive.parents(NFT);
+    archive.file_from(NFT, 0o755, &nft)?;
+    let mut library_dirs = vec!["lib64".to_string()];
+    for base in ["lib", "usr/lib"] {
+        let Ok(entries) = std::fs::read_dir(tree.join(base)) else {
+            continue;
+        };
+        for entry in entries.filter_map(std::result::Result::ok) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with("-linux-gnu") && entry.path().is_dir() {
+                library_dirs.push(format!("{base}/{name}"));
+            }
+        }
+    }
+    for dir in library_dirs {
+        let Ok(entries) = std::fs::read_dir(tree.join(&dir)) else {
+            continue;
+        };
+        for entry in entries.filter_map(std::result::Result::ok) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !name.contains(".so") {
+                continue;
+            }
+            let rel = format!("{dir}/{name}");
+            let path = entry.path();
+            let meta = std::fs::symlink_metadata(&path).map_err(io("reading", &path))?;
+            archive.parents(&rel);
+            if meta.file_type().is_symlink() {
+                let target = std::fs::read_link(&path).map_err(io("reading", &path))?;
+                archive.symlink(&rel, &target.to_string_lossy());
+            } else if meta.is_file() {
+                archive.file_from(&rel, 0o755, &path)?;
+            }
+        }
+    }
     Ok(())
 }
 
@@ -252,6 +312,7 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         let inputs = Inputs {
             kernel_deb: tmp.path().join("absent.deb"),
+            userland_debs: Vec::new(),
             agent: tmp.path().join("agent"),
             busybox: tmp.path().join("busybox"),
         };

@@ -86,6 +86,8 @@ pub fn ensure() -> Result<GuestImage> {
             .context("getting the kernel package")?,
         agent: find_agent()?,
         busybox,
+        userland_debs: berth_guest_image::fetch_userland_debs(&cache)
+            .context("getting the guest's userland packages (nftables)")?,
     };
     berth_guest_image::build(&inputs, &cache).context("building the guest image")
 }
