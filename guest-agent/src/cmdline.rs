@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use berth_platform::protocol::{CMDLINE_SHARES, CMDLINE_TIME};
+use berth_platform::protocol::{CMDLINE_HOST_PORTS, CMDLINE_SHARES, CMDLINE_TIME};
 
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct BootArgs {
@@ -11,6 +11,8 @@ pub struct BootArgs {
     pub time: Option<Duration>,
     /// 9p tags and where to mount them.
     pub shares: Vec<(String, PathBuf)>,
+    /// Ports of the host's loopback reachable on the guest's 127.0.0.1.
+    pub host_ports: Vec<u16>,
 }
 
 pub fn parse(cmdline: &str) -> BootArgs {
@@ -27,6 +29,12 @@ pub fn parse(cmdline: &str) -> BootArgs {
                 .filter_map(|s| s.split_once(':'))
                 .filter(|(tag, path)| !tag.is_empty() && path.starts_with('/'))
                 .map(|(tag, path)| (tag.to_string(), PathBuf::from(path)))
+                .collect();
+        } else if key == CMDLINE_HOST_PORTS {
+            out.host_ports = value
+                .split(',')
+                .filter_map(|p| p.parse::<u16>().ok())
+                .filter(|&p| p != 0)
                 .collect();
         }
     }
@@ -57,5 +65,9 @@ mod tests {
         assert_eq!(parse("berth.time=x").time, None);
         assert_eq!(parse("berth.time=1.2000000000").time, None);
         assert_eq!(parse("").shares, vec![]);
+        assert_eq!(
+            parse("berth.host_ports=5000,x,0,70000,5001").host_ports,
+            vec![5000, 5001]
+        );
     }
 }

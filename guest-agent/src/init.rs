@@ -176,6 +176,9 @@ fn busybox(args: &[&str]) -> bool {
 /// VMM gave one, with QEMU user networking's fixed addresses.
 fn bring_up_network() {
     busybox(&["ip", "link", "set", "lo", "up"]);
+    // `localhost` names (a registry at localhost:5000 through a host port) resolve from here.
+    let _ = std::fs::create_dir_all("/etc");
+    let _ = std::fs::write("/etc/hosts", "127.0.0.1 localhost\n::1 localhost\n");
     if Path::new("/sys/class/net/eth0").exists() {
         let ok = busybox(&["ip", "addr", "add", "10.0.2.15/24", "dev", "eth0"])
             && busybox(&["ip", "link", "set", "eth0", "up"])

@@ -12,6 +12,7 @@
 
 mod cmdline;
 mod disk;
+mod host_services;
 mod init;
 mod modules;
 mod ports;

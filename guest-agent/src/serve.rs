@@ -17,7 +17,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufRea
 use tokio::sync::watch;
 use tokio_vsock::{VsockAddr, VsockListener, VsockStream, VMADDR_CID_ANY};
 
-use crate::{disk, modules, ports};
+use crate::{cmdline, disk, host_services, modules, ports};
 
 /// How often the published ports are rescanned.
 const PORT_SCAN: Duration = Duration::from_millis(250);
@@ -177,11 +177,20 @@ async fn serve(options: Options) -> Result<()> {
         ready_ms.unwrap_or(0)
     );
 
+    // Host services listen on the guest's loopback; forwarding those ports back to the
+    // host would loop, so they are left out of the forwarded set.
+    let host_ports = if options.in_vm {
+        cmdline::parse(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default()).host_ports
+    } else {
+        Vec::new()
+    };
+    host_services::serve(&host_ports).await;
     let forwarded = {
         let state = Arc::clone(&state);
         move || {
             let mut ports = ports::scan();
             ports.extend(published_ports(&state));
+            ports.retain(|p| !(p.proto == Proto::Tcp && host_ports.contains(&p.port)));
             ports
         }
     };

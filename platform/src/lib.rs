@@ -14,6 +14,7 @@
 //! - [`forward`]: the host endpoint and the published-port listeners.
 
 pub mod forward;
+pub mod host_services;
 pub mod hypervisor;
 pub mod machine;
 pub mod protocol;

@@ -76,6 +76,11 @@ pub struct MachineConfig {
     /// `restrict=on` when this is set, and absent otherwise.
     #[serde(default)]
     pub hostfwd: Vec<String>,
+    /// Ports of the host's loopback that the guest reaches on its own
+    /// 127.0.0.1 (a registry on the host, say). Nothing else on the host is
+    /// reachable from the guest.
+    #[serde(default)]
+    pub host_ports: Vec<u16>,
 }
 
 impl MachineConfig {
@@ -92,6 +97,7 @@ impl MachineConfig {
             kernel: None,
             initrd: None,
             hostfwd: Vec::new(),
+            host_ports: Vec::new(),
         })
     }
 

@@ -14,6 +14,11 @@
 //!   a reply line `OK\n` or `ERR <message>\n`, then the connection's bytes.
 //!   UDP datagrams travel as [`UdpFrame`]s: a big-endian u16 length, then the
 //!   payload.
+//! - [`HOST_SERVICE_PORT`] (the other way: the guest connects to the host): one
+//!   header line `TCP <port>\n`, a reply line `OK\n` or `ERR <message>\n`, then
+//!   the bytes of a connection to that port on the host's loopback. Only the
+//!   ports the machine's configuration allows are connected (a registry on the
+//!   host's 127.0.0.1, say); the guest reaches them on its own 127.0.0.1.
 
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +26,7 @@ pub const API_PORT: u32 = 2375;
 pub const CONTROL_PORT: u32 = 1024;
 pub const FORWARD_PORT: u32 = 1025;
 pub const FRAMED_API_PORT: u32 = 2376;
+pub const HOST_SERVICE_PORT: u32 = 1026;
 
 /// Kernel command-line key carrying the host's wall clock at boot
 /// (`berth.time=<unix seconds>.<nanoseconds>`).
@@ -28,6 +34,9 @@ pub const CMDLINE_TIME: &str = "berth.time";
 /// Kernel command-line key naming the 9p/virtiofs share tags to mount
 /// (`berth.shares=<tag>:<guest path>,…`).
 pub const CMDLINE_SHARES: &str = "berth.shares";
+/// Kernel command-line key listing the host loopback ports the guest may reach
+/// through [`HOST_SERVICE_PORT`] (`berth.host_ports=5000,5001`).
+pub const CMDLINE_HOST_PORTS: &str = "berth.host_ports";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]

@@ -89,6 +89,10 @@ struct InitArgs {
     /// QEMU user-network hostfwd rule (for benchmarks; user net is restricted).
     #[arg(long, hide = true)]
     hostfwd: Vec<String>,
+    /// Let containers in the VM reach this port of the host's loopback on the
+    /// VM's 127.0.0.1 (e.g. a registry on the host); repeatable.
+    #[arg(long = "host-port", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    host_ports: Vec<u16>,
 }
 
 #[derive(clap::Args)]
@@ -210,6 +214,9 @@ fn init(a: InitArgs) -> Result<()> {
         .map(|s| parse_share(s))
         .collect::<Result<_>>()?;
     config.hostfwd = a.hostfwd;
+    config.host_ports = a.host_ports;
+    config.host_ports.sort_unstable();
+    config.host_ports.dedup();
     if let (Some(k), Some(i)) = (&a.kernel, &a.initrd) {
         for p in [k, i] {
             if !p.is_file() {

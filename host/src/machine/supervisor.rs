@@ -5,6 +5,7 @@
 //! supervisor leaves nothing running.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
@@ -92,7 +93,14 @@ fn boot_cmdline(
         cmdline.push(' ');
         cmdline.push_str(&s);
     }
-    let _ = config;
+    if !config.host_ports.is_empty() {
+        let ports: Vec<String> = config.host_ports.iter().map(u16::to_string).collect();
+        cmdline.push_str(&format!(
+            " {}={}",
+            berth_platform::protocol::CMDLINE_HOST_PORTS,
+            ports.join(",")
+        ));
+    }
     cmdline
 }
 
@@ -194,6 +202,7 @@ async fn supervise(
             .await
         })
     };
+    let host_services = serve_host_services(&vsock, &config.host_ports)?;
     sup.set(MachineState::Running, None);
 
     // Port updates arrive on a watch stream from the agent.
@@ -222,6 +231,9 @@ async fn supervise(
         }
     };
     watcher.abort();
+    if let Some(task) = host_services {
+        task.abort();
+    }
     forwarder.close_all();
     stop_tx.send_replace(true);
     let _ = endpoint.await;
@@ -232,6 +244,30 @@ async fn supervise(
     sup.set(MachineState::Stopping, None);
     shutdown(&vsock, vm.as_mut()).await;
     Ok(())
+}
+
+/// Answers the guest's connections to the host ports the machine allows (none: no listener).
+fn serve_host_services(
+    vsock: &HostVsock,
+    ports: &[u16],
+) -> Result<Option<tokio::task::JoinHandle<()>>> {
+    if ports.is_empty() {
+        return Ok(None);
+    }
+    let listener = vsock
+        .listen(berth_platform::protocol::HOST_SERVICE_PORT)
+        .context("listening for the guest's host-service connections")?;
+    let allowed: Arc<BTreeSet<u16>> = Arc::new(ports.iter().copied().collect());
+    Ok(Some(tokio::spawn(async move {
+        while let Ok(guest) = listener.accept().await {
+            let allowed = Arc::clone(&allowed);
+            tokio::spawn(async move {
+                if let Err(e) = berth_platform::host_services::answer(guest, &allowed).await {
+                    eprintln!("berth machine: host service: {e}");
+                }
+            });
+        }
+    })))
 }
 
 async fn shutdown(vsock: &HostVsock, vm: &mut dyn Vm) {
