@@ -154,8 +154,9 @@ pub fn build(inputs: &Inputs, cache: &Path) -> Result<GuestImage> {
         return Err(e);
     }
     // Publish atomically; a concurrent builder may have won the race.
-    let tree = work.join("tree");
-    let _ = std::fs::remove_dir_all(&tree);
+    // Only the artefacts are kept: the unpacked packages go.
+    let _ = std::fs::remove_dir_all(work.join("tree"));
+    let _ = std::fs::remove_dir_all(work.join("userland"));
     match std::fs::rename(&work, &dir) {
         Ok(()) => {}
         Err(_) if image.kernel.is_file() && image.initrd.is_file() => {

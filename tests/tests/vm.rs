@@ -165,6 +165,71 @@ fn busybox_tar(path: &Path) {
     b.finish().expect("finish");
 }
 
+/// Debian's `docker-registry` on a free port of the host's loopback; killed on drop.
+struct Registry {
+    port: u16,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    fn start() -> Option<Registry> {
+        let binary = Path::new("/usr/bin/docker-registry");
+        if !binary.exists() {
+            eprintln!("skipping the registry part: /usr/bin/docker-registry is not installed");
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .expect("registry config");
+        let child = Command::new(binary)
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting docker-registry");
+        let up = try_wait_until(Duration::from_secs(30), || {
+            TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())
+        });
+        assert!(up.is_some(), "the registry did not listen on {port}");
+        Some(Registry {
+            port,
+            child,
+            _dir: dir,
+        })
+    }
+
+    /// The tags of `repo`, as the host sees the registry.
+    fn tags(&self, repo: &str) -> String {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("registry");
+        s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        write!(
+            s,
+            "GET /v2/{repo}/tags/list HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"
+        )
+        .expect("request");
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr").port()
@@ -179,12 +244,7 @@ fn http_get(port: u16) -> Option<String> {
     out.contains("200").then_some(out)
 }
 
-// Ignored until the whole path is verified under QEMU: `run --rm` returns
-// now (framed API port, see platform/src/protocol.rs), but -p forwarding,
-// the 9p bind mount and pulls from the host's loopback are not yet proven.
-// Run with `cargo nextest run -p berth-tests --test vm --run-ignored all`.
 #[test]
-#[ignore = "VM path not fully verified yet (docs/vm.md, known issues)"]
 fn machine_end_to_end() {
     if !berth_tests::is_root() {
         eprintln!("skipping: needs root");
@@ -254,12 +314,51 @@ fn machine_end_to_end() {
         text(&o)
     );
 
-    // The real machine.
+    // The real machine, allowed to reach the registry on the host's loopback.
+    let registry = Registry::start();
     let share_s = share.to_str().expect("utf-8");
-    ok(m.machine(&[
+    let mut init = vec![
         "init", "t", "--cpus", "2", "--memory", "1024", "--disk", "2", "--cid", &cid, "--share",
         share_s,
-    ]));
+    ];
+    let registry_port = registry.as_ref().map(|r| r.port.to_string());
+    if let Some(port) = &registry_port {
+        init.extend(["--host-port", port]);
+    }
+    ok(m.machine(&init));
+
+    // A host-service port whose vsock listener is taken: the start fails at once, naming it,
+    // and leaves no VM running.
+    let taken_path = {
+        let mut p = m.home.path().join("t").join("vsock.sock").into_os_string();
+        p.push("_1026");
+        PathBuf::from(p)
+    };
+    if registry.is_some() {
+        let _taken = std::os::unix::net::UnixListener::bind(&taken_path).expect("bind");
+        m.names.push("t".into());
+        let t = Instant::now();
+        let o = m.machine(&["start", "t", "--timeout", "60"]);
+        assert!(!o.status.success(), "{}", text(&o));
+        assert!(
+            text(&o).contains("vsock port 1026 is already taken"),
+            "{}",
+            text(&o)
+        );
+        assert!(t.elapsed() < Duration::from_secs(45), "{:?}", t.elapsed());
+        let status = m.home.path().join("t").join("status.json");
+        let status: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(status).expect("status")).expect("json");
+        for pid in status["vmm_pids"].as_array().into_iter().flatten() {
+            let pid = pid.as_i64().expect("pid");
+            let gone = try_wait_until(Duration::from_secs(10), || {
+                (!Path::new(&format!("/proc/{pid}")).exists()).then_some(())
+            });
+            assert!(gone.is_some(), "VMM process {pid} left running");
+        }
+        m.names.clear();
+    }
+    let _ = std::fs::remove_file(&taken_path);
     m.names.push("t".into());
     let t = Instant::now();
     let out = ok(m.machine(&[
@@ -309,6 +408,49 @@ fn machine_end_to_end() {
     ]));
     let out = ok(dk(&["run", "--rm", "busybox", "echo", "hi"]));
     assert_eq!(out.trim(), "hi");
+
+    // An image pulled inside the VM from the registry on the host's loopback: pushed there
+    // through the same path, removed, then `docker run` pulls it back.
+    if let Some(registry) = &registry {
+        let image = format!("127.0.0.1:{}/vmtest/busybox:v1", registry.port);
+        ok(dk(&["tag", "busybox", &image]));
+        ok(dk(&["push", &image]));
+        let tags = registry.tags("vmtest/busybox");
+        assert!(tags.contains("\"v1\""), "the host's registry has: {tags}");
+        ok(dk(&["rmi", &image]));
+        let out = ok(dk(&["run", "--rm", &image, "echo", "hi"]));
+        assert_eq!(out.trim(), "hi");
+        let out = ok(dk(&["images", "--format", "{{.Repository}}:{{.Tag}}"]));
+        assert!(out.contains("vmtest/busybox:v1"), "{out}");
+    }
+
+    // A port published with -p on the VM's bridge network answers on the host's 127.0.0.1.
+    let port = free_port();
+    let publish = format!("{port}:80");
+    let id = ok(dk(&[
+        "run",
+        "-d",
+        "-p",
+        &publish,
+        "busybox",
+        "sh",
+        "-c",
+        "mkdir -p /www && echo hi-from-bridge > /www/index.html && exec httpd -f -p 80 -h /www",
+    ]));
+    let page = try_wait_until(Duration::from_secs(30), || http_get(port));
+    assert!(
+        page.as_deref().is_some_and(|p| p.contains("hi-from-bridge")),
+        "published port {port} not forwarded: {page:?}"
+    );
+    let ps = ok(dk(&["ps", "--format", "{{.Ports}}"]));
+    assert!(ps.contains(&format!("0.0.0.0:{port}->80/tcp")), "{ps}");
+    ok(dk(&["rm", "-f", id.trim()]));
+    let closed = try_wait_until(Duration::from_secs(30), || {
+        TcpStream::connect(("127.0.0.1", port))
+            .is_err()
+            .then_some(())
+    });
+    assert!(closed.is_some(), "host port {port} still open after rm");
 
     // A host directory shared into the VM, bind-mounted into a container.
     let bind = format!("{share_s}:/data");

@@ -149,6 +149,14 @@ async fn supervise(
     sup.status.vmm_pids = vm.pids();
     sup.set(MachineState::Starting, None);
     let vsock = vm.vsock();
+    // Before the boot, so a taken port fails the start at once.
+    let host_services = match serve_host_services(&vsock, &config.host_ports) {
+        Ok(task) => task,
+        Err(e) => {
+            vm.kill();
+            return Err(e);
+        }
+    };
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
@@ -202,7 +210,6 @@ async fn supervise(
             .await
         })
     };
-    let host_services = serve_host_services(&vsock, &config.host_ports)?;
     sup.set(MachineState::Running, None);
 
     // Port updates arrive on a watch stream from the agent.
