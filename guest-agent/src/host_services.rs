@@ -7,7 +7,7 @@
 use std::net::Ipv4Addr;
 
 use berth_platform::host_services;
-use berth_platform::protocol::HOST_SERVICE_PORT;
+use berth_platform::protocol::{StreamFrame, HOST_SERVICE_PORT};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_vsock::{VsockAddr, VsockStream};
 
@@ -37,10 +37,10 @@ async fn accept_loop(listener: TcpListener, port: u16) {
     }
 }
 
-async fn carry(mut client: TcpStream, port: u16) -> anyhow::Result<()> {
+async fn carry(client: TcpStream, port: u16) -> anyhow::Result<()> {
     let mut host = VsockStream::connect(VsockAddr::new(HOST_CID, HOST_SERVICE_PORT)).await?;
     host_services::request(&mut host, port).await?;
     let _ = client.set_nodelay(true);
-    tokio::io::copy_bidirectional(&mut client, &mut host).await?;
+    StreamFrame::splice(client, host).await?;
     Ok(())
 }

@@ -390,10 +390,10 @@ async fn handle_forward(mut stream: VsockStream) {
                 Err(_) => tokio::net::TcpStream::connect(("::1", port.port)).await,
             };
             match target {
-                Ok(mut target) => {
+                Ok(target) => {
                     let _ = target.set_nodelay(true);
                     if stream.write_all(b"OK\n").await.is_ok() {
-                        let _ = tokio::io::copy_bidirectional(&mut stream, &mut target).await;
+                        let _ = StreamFrame::splice(target, stream).await;
                     }
                 }
                 Err(e) => {

@@ -203,14 +203,14 @@ impl Drop for PortForwarder {
 
 async fn tcp_loop(listener: TcpListener, vsock: HostVsock, port: ForwardedPort) {
     loop {
-        let Ok((mut client, _)) = listener.accept().await else {
+        let Ok((client, _)) = listener.accept().await else {
             continue;
         };
         let _ = client.set_nodelay(true);
         let vsock = vsock.clone();
         tokio::spawn(async move {
-            if let Ok(mut guest) = open_forward(&vsock, port).await {
-                let _ = tokio::io::copy_bidirectional(&mut client, &mut guest).await;
+            if let Ok(guest) = open_forward(&vsock, port).await {
+                let _ = StreamFrame::splice(client, guest).await;
             }
         });
     }

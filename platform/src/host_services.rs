@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::protocol::{forward_header, parse_forward_header, ForwardedPort, Proto};
+use crate::protocol::{forward_header, parse_forward_header, ForwardedPort, Proto, StreamFrame};
 
 /// A header or reply line longer than this is malformed (replies carry a reason).
 const MAX_LINE: usize = 512;
@@ -75,7 +75,7 @@ where
             .await
             .map_err(|e| refuse(port, format!("connecting to 127.0.0.1:{port}: {e}"))),
     };
-    let mut host = match outcome {
+    let host = match outcome {
         Ok(host) => host,
         Err(e) => {
             let reason = match &e {
@@ -88,7 +88,7 @@ where
     };
     guest.write_all(b"OK\n").await?;
     let _ = host.set_nodelay(true);
-    tokio::io::copy_bidirectional(&mut guest, &mut host).await?;
+    StreamFrame::splice(host, guest).await?;
     Ok(())
 }
 
@@ -142,11 +142,18 @@ mod tests {
         let allowed = BTreeSet::from([port]);
         let host = tokio::spawn(async move { answer(host_side, &allowed).await });
         request(&mut guest, port).await.expect("allowed");
-        guest.write_all(b"ping").await.expect("write");
-        let mut back = [0u8; 4];
-        guest.read_exact(&mut back).await.expect("echo");
-        assert_eq!(&back, b"ping");
-        drop(guest);
+        // The guest's side speaks frames: "ping", then its half-close; the echo comes back
+        // framed, then the server's own half-close once it has seen ours.
+        guest
+            .write_all(&[0, 0, 0, 4, b'p', b'i', b'n', b'g', 0, 0, 0, 0])
+            .await
+            .expect("write");
+        let mut back = Vec::new();
+        let half_closed = StreamFrame::copy_unframed(&mut guest, &mut back)
+            .await
+            .expect("echo");
+        assert!(half_closed);
+        assert_eq!(back, b"ping");
         host.await.expect("task").expect("clean end");
     }
 

@@ -11,12 +11,14 @@
 //!   [`ControlReply`] per line back (`watch_ports` keeps replying, one line
 //!   each time the set of forwarded ports changes).
 //! - [`FORWARD_PORT`]: one header line `TCP <port>\n` (or `UDP <port>\n`),
-//!   a reply line `OK\n` or `ERR <message>\n`, then the connection's bytes.
+//!   a reply line `OK\n` or `ERR <message>\n`, then the connection's bytes
+//!   as [`StreamFrame`]s both ways ([`StreamFrame::splice`]).
 //!   UDP datagrams travel as [`UdpFrame`]s: a big-endian u16 length, then the
 //!   payload.
 //! - [`HOST_SERVICE_PORT`] (the other way: the guest connects to the host): one
 //!   header line `TCP <port>\n`, a reply line `OK\n` or `ERR <message>\n`, then
-//!   the bytes of a connection to that port on the host's loopback. Only the
+//!   the bytes of a connection to that port on the host's loopback, as
+//!   [`StreamFrame`]s both ways. Only the
 //!   ports the machine's configuration allows are connected (a registry on the
 //!   host's 127.0.0.1, say); the guest reaches them on its own 127.0.0.1.
 
@@ -232,11 +234,86 @@ impl StreamFrame {
             w.flush().await?;
         }
     }
+
+    /// Carries the TCP connection `local` over `tunnel` as frames in both
+    /// directions, so each side's half-close travels as a frame: hybrid vsock
+    /// delivers neither direction's shutdown on its own (a server that answers
+    /// and closes left the host's client waiting for the end of the answer).
+    /// Returns once both directions have ended; an end without the half-close
+    /// frame (the other side went away) is an error that ends both at once.
+    pub async fn splice<L, T>(local: L, tunnel: T) -> std::io::Result<()>
+    where
+        L: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        use tokio::io::AsyncWriteExt;
+        let (mut local_r, mut local_w) = tokio::io::split(local);
+        let (mut tunnel_r, mut tunnel_w) = tokio::io::split(tunnel);
+        let outbound = async {
+            Self::copy_framed(&mut local_r, &mut tunnel_w).await?;
+            Ok::<(), std::io::Error>(())
+        };
+        let inbound = async {
+            if Self::copy_unframed(&mut tunnel_r, &mut local_w).await? {
+                local_w.shutdown().await
+            } else {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the tunnel ended without a half-close",
+                ))
+            }
+        };
+        tokio::try_join!(outbound, inbound).map(|_| ())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A server that answers and closes, behind two splices (host and guest) joined by a
+    /// tunnel: the client, which never half-closes, still sees the answer end. Then the
+    /// other way round: a client's half-close reaches the server, whose answer still arrives.
+    #[tokio::test]
+    async fn splice_carries_each_sides_end() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut client, host_local) = tokio::io::duplex(1024);
+        let (host_tunnel, guest_tunnel) = tokio::io::duplex(1024);
+        let (guest_local, mut server) = tokio::io::duplex(1024);
+        let host = tokio::spawn(StreamFrame::splice(host_local, host_tunnel));
+        let guest = tokio::spawn(StreamFrame::splice(guest_local, guest_tunnel));
+        client.write_all(b"req!").await.expect("request");
+        let mut request = [0u8; 4];
+        server.read_exact(&mut request).await.expect("request arrives");
+        server.write_all(b"answer").await.expect("answer");
+        server.shutdown().await.expect("server done");
+        let mut answer = Vec::new();
+        client.read_to_end(&mut answer).await.expect("answer ends");
+        assert_eq!(answer, b"answer");
+        client.shutdown().await.expect("client done");
+        let mut rest = Vec::new();
+        server.read_to_end(&mut rest).await.expect("client's end arrives");
+        assert!(rest.is_empty());
+        host.await.expect("host").expect("clean");
+        guest.await.expect("guest").expect("clean");
+
+        // A client that sends, half-closes, then reads.
+        let (mut client, host_local) = tokio::io::duplex(1024);
+        let (host_tunnel, guest_tunnel) = tokio::io::duplex(1024);
+        let (guest_local, mut server) = tokio::io::duplex(1024);
+        tokio::spawn(StreamFrame::splice(host_local, host_tunnel));
+        tokio::spawn(StreamFrame::splice(guest_local, guest_tunnel));
+        client.write_all(b"all of it").await.expect("request");
+        client.shutdown().await.expect("half-close");
+        let mut request = Vec::new();
+        server.read_to_end(&mut request).await.expect("request ends");
+        assert_eq!(request, b"all of it");
+        server.write_all(b"ok").await.expect("answer");
+        drop(server);
+        let mut answer = Vec::new();
+        client.read_to_end(&mut answer).await.expect("answer");
+        assert_eq!(answer, b"ok");
+    }
 
     #[test]
     fn forward_headers() {

@@ -92,6 +92,22 @@ impl Machines {
         self.cmd(&all).output().expect("running berth machine")
     }
 
+    /// The machine's status, supervisor log and console tail, for failure messages.
+    fn diagnostics(&self, name: &str) -> String {
+        let dir = self.home.path().join(name);
+        let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_default();
+        let tail = |text: String| {
+            let lines: Vec<&str> = text.lines().collect();
+            lines[lines.len().saturating_sub(30)..].join("\n")
+        };
+        format!(
+            "status.json:\n{}\nmachine.log:\n{}\nconsole.log:\n{}",
+            read("status.json"),
+            tail(read("machine.log")),
+            tail(read("console.log"))
+        )
+    }
+
     fn socket(&self, name: &str) -> PathBuf {
         self.home.path().join(name).join("berth.sock")
     }
@@ -440,7 +456,8 @@ fn machine_end_to_end() {
     let page = try_wait_until(Duration::from_secs(30), || http_get(port));
     assert!(
         page.as_deref().is_some_and(|p| p.contains("hi-from-bridge")),
-        "published port {port} not forwarded: {page:?}"
+        "published port {port} not forwarded: {page:?}\n{}",
+        m.diagnostics("t")
     );
     let ps = ok(dk(&["ps", "--format", "{{.Ports}}"]));
     assert!(ps.contains(&format!("0.0.0.0:{port}->80/tcp")), "{ps}");
