@@ -152,13 +152,40 @@ fn mount_v2(
     let fd = ensure_in_root(m.root, rel, Kind::Dir).map_err(path_error(destination))?;
     let flags = opts.flags - (MsFlags::MS_BIND | MsFlags::MS_REC);
     let data = (!opts.data.is_empty()).then_some(opts.data.as_str());
-    match nix::mount::mount(
-        Some("cgroup2"),
-        fd_path(&fd).as_cstr(),
-        Some("cgroup2"),
-        flags,
-        data,
-    ) {
+    let mount_cgroup2 = |target: &std::ffi::CStr| {
+        nix::mount::mount(Some("cgroup2"), target, Some("cgroup2"), flags, data)
+    };
+    let mut mounted = mount_cgroup2(fd_path(&fd).as_cstr());
+    if mounted == Err(Errno::EBUSY) && m.ctx.new_cgroupns {
+        // The kernel refuses to stack cgroup2 on a mount of the same superblock, which is
+        // what the destination already is when /sys came with a cgroup2 mount below it.
+        // A tmpfs in between takes the old mount out of the way (as crun does).
+        let _ = nix::mount::mount(
+            Some("tmpfs"),
+            fd_path(&fd).as_cstr(),
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            Some("mode=755"),
+        );
+        drop(fd);
+        let fd_again = ensure_in_root(m.root, rel, Kind::Dir).map_err(path_error(destination))?;
+        mounted = mount_cgroup2(fd_path(&fd_again).as_cstr());
+        return finish_v2(m, destination, rel, opts, mounted, fd_again);
+    }
+    finish_v2(m, destination, rel, opts, mounted, fd)
+}
+
+/// The rest of [`mount_v2`] once the cgroup2 mount was tried: the fallback without a cgroup
+/// namespace, the error, or the propagation and recursive attributes.
+fn finish_v2(
+    m: &Mounter<'_>,
+    destination: &Path,
+    rel: &Path,
+    opts: &MountOptions,
+    mounted: nix::Result<()>,
+    fd: std::os::fd::OwnedFd,
+) -> Result<(), RootfsError> {
+    match mounted {
         Ok(()) => {}
         // Without a cgroup namespace an unprivileged container may not mount
         // cgroup2; bind our own cgroup directory instead.
