@@ -13,7 +13,7 @@ mod common;
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -230,11 +230,17 @@ impl NetDaemon {
 
     /// `GET /` on 127.0.0.1:port in the daemon's namespace, retried until `deadline`.
     fn http_get(&self, port: u16, deadline: Duration) -> Result<String, String> {
+        self.http_get_at("127.0.0.1", port, deadline)
+    }
+
+    /// `GET /` on `ip`:port in the daemon's namespace, retried until `deadline` (once for 0).
+    fn http_get_at(&self, ip: &str, port: u16, deadline: Duration) -> Result<String, String> {
+        let ip: IpAddr = ip.parse().expect("ip");
         self.in_ns(move || {
             let end = Instant::now() + deadline;
             loop {
                 let attempt = (|| -> std::io::Result<String> {
-                    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+                    let addr = SocketAddr::new(ip, port);
                     let mut c = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
                     c.set_read_timeout(Some(Duration::from_secs(2)))?;
                     c.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
@@ -254,15 +260,23 @@ impl NetDaemon {
 
     /// Sends datagrams to 127.0.0.1:port until one is answered (or `deadline`).
     fn udp_exchange(&self, port: u16, deadline: Duration) -> Result<String, String> {
+        self.udp_exchange_at("127.0.0.1", port, deadline)
+    }
+
+    /// [`Self::udp_exchange`] with `ip`; only a reply from `ip`:port counts (the socket is
+    /// connected to it).
+    fn udp_exchange_at(&self, ip: &str, port: u16, deadline: Duration) -> Result<String, String> {
+        let ip: IpAddr = ip.parse().expect("ip");
         self.in_ns(move || {
-            let s = UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+            let local = if ip.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+            let s = UdpSocket::bind(local).map_err(|e| e.to_string())?;
             s.set_read_timeout(Some(Duration::from_millis(200)))
                 .map_err(|e| e.to_string())?;
+            s.connect((ip, port)).map_err(|e| e.to_string())?;
             let end = Instant::now() + deadline;
             let mut buf = [0u8; 1500];
             while Instant::now() < end {
-                s.send_to(b"ping\n", ("127.0.0.1", port))
-                    .map_err(|e| e.to_string())?;
+                s.send(b"ping\n").map_err(|e| e.to_string())?;
                 if let Ok(n) = s.recv(&mut buf) {
                     return Ok(String::from_utf8_lossy(&buf[..n]).into_owned());
                 }
@@ -274,6 +288,11 @@ impl NetDaemon {
     /// Whether a host port can be bound in the daemon's namespace (i.e. it is free).
     fn port_free(&self, port: u16) -> bool {
         self.in_ns(move || TcpListener::bind(("0.0.0.0", port)).is_ok())
+    }
+
+    /// Whether a TCP host port is free on IPv4 and IPv6 alike (a dual-stack bind of `[::]`).
+    fn port_free_both(&self, port: u16) -> bool {
+        self.in_ns(move || TcpListener::bind(("::", port)).is_ok())
     }
 
     /// The host port a container's `private` port is published on (`docker port`).
@@ -886,18 +905,172 @@ fn published_ports_answer_on_loopback_and_are_released() {
 }
 
 #[test]
-fn daemon_killed_and_restarted_finds_its_containers_and_frees_the_rest() {
+fn published_ports_answer_on_ipv6_as_docker_binds_them() {
     require!();
-    let mut d = NetDaemon::start("rst");
+    let d = NetDaemon::start("p6");
+    let o = d.octet;
+    // A non-loopback IPv6 address of the daemon's "host" (inside the test's namespace).
+    let host6 = format!("fd00:{o:x}:99::5");
+    run(
+        "ip",
+        &[
+            "-n",
+            &d.ns,
+            "addr",
+            "add",
+            &format!("{host6}/128"),
+            "dev",
+            "lo",
+        ],
+    );
+    let free_port = || {
+        d.in_ns(|| TcpListener::bind("[::]:0").and_then(|l| l.local_addr()))
+            .expect("free port")
+            .port()
+    };
+
+    // No host address: 0.0.0.0 and ::, the same port, shown as Docker shows them. The
+    // container is on an IPv4-only network, so its IPv6 side is the proxy's.
+    let mut args = vec!["run", "-d", "--name", "web", "-p", "80", "busybox"];
+    args.extend_from_slice(HTTPD);
+    d.ok(&args);
+    let port = d.host_port("web", "80/tcp");
+    assert_eq!(
+        d.ok(&["port", "web", "80/tcp"]),
+        format!("0.0.0.0:{port}\n[::]:{port}\n")
+    );
+    let ps = d.ok(&["ps", "--filter", "name=web", "--format", "{{.Ports}}"]);
+    assert_eq!(
+        ps.trim(),
+        format!("0.0.0.0:{port}->80/tcp, [::]:{port}->80/tcp")
+    );
+    let ports = d.ok(&["inspect", "-f", "{{json .NetworkSettings.Ports}}", "web"]);
+    let ports: serde_json::Value = serde_json::from_str(&ports).unwrap();
+    assert_eq!(
+        ports,
+        serde_json::json!({"80/tcp": [
+            {"HostIp": "0.0.0.0", "HostPort": port.to_string()},
+            {"HostIp": "::", "HostPort": port.to_string()},
+        ]}),
+    );
+    for ip in ["127.0.0.1", "::1", host6.as_str()] {
+        let reply = d.http_get_at(ip, port, Duration::from_secs(10));
+        assert!(
+            reply
+                .as_deref()
+                .is_ok_and(|r| r.contains("hello from berth")),
+            "{ip}: {reply:?}"
+        );
+    }
+
+    // One address: that address only.
+    let (p4, p6) = (free_port(), free_port());
+    let (spec4, spec6) = (format!("127.0.0.1:{p4}:80"), format!("[::1]:{p6}:80"));
+    let mut args = vec!["run", "-d", "--name", "lo4", "-p", &spec4, "-p", &spec6];
+    args.push("busybox");
+    args.extend_from_slice(HTTPD);
+    d.ok(&args);
+    let ps = d.ok(&["ps", "--filter", "name=lo4", "--format", "{{.Ports}}"]);
+    assert!(ps.contains(&format!("127.0.0.1:{p4}->80/tcp")), "{ps}");
+    assert!(ps.contains(&format!("[::1]:{p6}->80/tcp")), "{ps}");
+    assert!(d
+        .http_get_at("127.0.0.1", p4, Duration::from_secs(10))
+        .is_ok());
+    assert!(d.http_get_at("::1", p6, Duration::from_secs(10)).is_ok());
+    assert!(d.http_get_at("::1", p4, Duration::ZERO).is_err());
+    assert!(d.http_get_at("127.0.0.1", p6, Duration::ZERO).is_err());
+
+    // UDP on ::1 to an IPv4-only container.
+    d.ok(&[
+        "run", "-d", "--name", "echo", "--expose", "5000/udp", "-P", "busybox", "sleep", "60",
+    ]);
+    let sandbox = d.ok(&["inspect", "-f", "{{.NetworkSettings.SandboxKey}}", "echo"]);
+    let server = UdpEcho::start(Path::new(sandbox.trim()), 5000);
+    let uport = d.host_port("echo", "5000/udp");
+    for ip in ["127.0.0.1", "::1", host6.as_str()] {
+        let reply = d.udp_exchange_at(ip, uport, Duration::from_secs(10));
+        assert_eq!(reply.as_deref(), Ok("pong"), "{ip}");
+    }
+    drop(server);
+
+    // A container with IPv6: DNAT to its IPv6 address (the proxy only for ::1).
+    d.ok(&[
+        "network",
+        "create",
+        "--ipv6",
+        "--subnet",
+        &format!("10.{o}.61.0/24"),
+        "--subnet",
+        &format!("fd00:{o:x}:61::/64"),
+        "six",
+    ]);
+    let p3 = free_port();
+    let spec = format!("{p3}:80");
     let mut args = vec![
         "run",
         "-d",
         "--name",
-        "web",
+        "web6",
+        "--network",
+        "six",
         "-p",
-        "127.0.0.1::80",
-        "busybox",
+        &spec,
     ];
+    args.push("busybox");
+    args.extend_from_slice(HTTPD);
+    d.ok(&args);
+    let addr6 = d.ok(&[
+        "inspect",
+        "-f",
+        "{{.NetworkSettings.Networks.six.GlobalIPv6Address}}",
+        "web6",
+    ]);
+    let rules = d.ruleset();
+    assert!(
+        rules.contains(&format!("tcp dport {p3} dnat to [{}]:80", addr6.trim())),
+        "{rules}"
+    );
+    for ip in ["127.0.0.1", "::1", host6.as_str()] {
+        let reply = d.http_get_at(ip, p3, Duration::from_secs(10));
+        assert!(reply.is_ok(), "{ip}: {reply:?}");
+    }
+
+    // Stopped: free on both families, no rule left.
+    d.ok(&["stop", "-t", "1", "web", "web6"]);
+    assert!(d.port_free_both(port), "port {port} released");
+    assert!(d.port_free_both(p3), "port {p3} released");
+    wait_until("the DNAT rules to go", Duration::from_secs(10), || {
+        let rules = d.ruleset();
+        !rules.contains(&format!("dport {port} ")) && !rules.contains(&format!("dport {p3} "))
+    });
+    // Started again: published again (on a new port: `-p 80` asks for any free one).
+    d.ok(&["start", "web"]);
+    let port = d.host_port("web", "80/tcp");
+    assert!(d.http_get_at("::1", port, Duration::from_secs(10)).is_ok());
+
+    // A host port taken on IPv6 only: a clear error naming it, and nothing left behind.
+    d.ok(&["rm", "-f", "lo4", "echo"]);
+    let rules = d.ruleset();
+    let taken = free_port();
+    let holder = d.in_ns(|| TcpListener::bind(("::1", taken)).expect("hold [::1]"));
+    let spec = format!("{taken}:80");
+    let err = d.fails(&[
+        "run", "-d", "--name", "clash6", "-p", &spec, "busybox", "sleep", "60",
+    ]);
+    assert!(
+        err.contains(&format!("[::]:{taken}")) && err.contains("in use"),
+        "{err}"
+    );
+    drop(holder);
+    assert!(d.port_free_both(taken), "nothing holds {taken}");
+    assert_eq!(d.ruleset(), rules, "rules changed");
+}
+
+#[test]
+fn daemon_killed_and_restarted_finds_its_containers_and_frees_the_rest() {
+    require!();
+    let mut d = NetDaemon::start("rst");
+    let mut args = vec!["run", "-d", "--name", "web", "-p", "80", "busybox"];
     args.extend_from_slice(HTTPD);
     d.ok(&args);
     d.ok(&[
@@ -933,6 +1106,11 @@ fn daemon_killed_and_restarted_finds_its_containers_and_frees_the_rest() {
         d.http_get(port, Duration::from_secs(10)).is_ok(),
         "after restart"
     );
+    // The IPv6 side (the proxy, which went with the daemon) is served again.
+    assert!(
+        d.http_get_at("::1", port, Duration::from_secs(10)).is_ok(),
+        "[::1] after restart"
+    );
     assert!(!d.port_free(port), "held again after restart");
     assert!(
         d.port_free(short),
@@ -946,7 +1124,7 @@ fn daemon_killed_and_restarted_finds_its_containers_and_frees_the_rest() {
         "{v}"
     );
     d.ok(&["stop", "-t", "1", "web"]);
-    assert!(d.port_free(port));
+    assert!(d.port_free_both(port));
 }
 
 #[test]

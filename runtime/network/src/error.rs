@@ -1,7 +1,7 @@
 //! The crate's error type: every variant names the network, address, port or interface involved.
 
 use std::io;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 /// Errors from network management.
@@ -48,10 +48,24 @@ pub enum NetworkError {
     NotAttached { network: String, container: String },
     #[error("invalid port specification {spec:?}: {reason}")]
     InvalidPortSpec { spec: String, reason: String },
-    #[error("host port {host_ip}:{port}/{proto} is already in use: {source}")]
+    #[error("host port {}/{proto} is already in use: {source}", SocketAddr::new(*host_ip, *port))]
     PortInUse {
         host_ip: IpAddr,
         port: u16,
+        proto: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot bind host port {host}/{proto}: {source}")]
+    PortUnavailable {
+        host: SocketAddr,
+        proto: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot serve host port {host}/{proto}: {source}")]
+    Proxy {
+        host: SocketAddr,
         proto: &'static str,
         #[source]
         source: io::Error,

@@ -5,8 +5,8 @@
 //! with iptables, `iptables-restore --noflush` rewrites the `BERTH-*` chains. Rules never drift
 //! from the state, and removing the last network removes the table/chains entirely.
 //!
-//! IPv6 networks get the same isolation and outbound NAT in `table ip6 berth` (ip6tables
-//! `BERTH-*` chains), present only while some network has IPv6.
+//! IPv6 networks get the same isolation, outbound NAT and DNAT in `table ip6 berth`
+//! (ip6tables `BERTH-*` chains), present only while some network has IPv6.
 //!
 //! What the rules do, per network (IPv4):
 //! - outbound NAT: masquerade the subnet leaving through any interface but its bridge
@@ -15,9 +15,13 @@
 //! - published ports: DNAT to the container for traffic to a local address of the host, both
 //!   arriving (prerouting) and locally originated (output, including 127.0.0.1, which needs
 //!   `route_localnet=1` on the bridge), then masquerade what comes from loopback or from the
-//!   network itself (hairpin) so replies come back through the host.
+//!   network itself (hairpin) so replies come back through the host;
+//! - published ports on IPv6 host addresses: DNAT to the container's IPv6 address, except for
+//!   `::1` (the kernel drops IPv6 loopback traffic routed off `lo`); what has no rule here (an
+//!   endpoint without IPv6, `::1`) reaches the host socket that `crate::proxy` serves.
 
 use std::io::Write;
+use std::net::IpAddr;
 use std::process::{Command, Stdio};
 
 use crate::error::{NetworkError, Result};
@@ -127,31 +131,40 @@ fn quote(s: &str) -> String {
     format!("\"{}\"", s.replace('"', ""))
 }
 
-/// A DNAT rule target for one published port.
+/// A DNAT rule for one published port, in one address family.
 struct Dnat {
-    host_ip: Option<std::net::Ipv4Addr>,
+    /// `None`: every local address of the family (but `::1`, see [`dnats`]).
+    host_ip: Option<IpAddr>,
     host_port: u16,
     proto: &'static str,
-    target: std::net::Ipv4Addr,
+    target: IpAddr,
     container_port: u16,
 }
 
-fn dnats(state: &State) -> Vec<Dnat> {
+impl Dnat {
+    /// `1.2.3.4:80` or `[fd00::2]:80`, as nft and iptables write a DNAT target.
+    fn to(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::new(self.target, self.container_port)
+    }
+}
+
+/// The DNAT rules of one family: each binding on an address of that family (or on all), to the
+/// container's address of the same family. IPv6 bindings of an endpoint without IPv6, and
+/// bindings on `::1`, have none: nftables cannot translate families, and the kernel does not
+/// route `::1` off the loopback device; the proxy serves those (see `crate::proxy`).
+fn dnats(state: &State, v6: bool) -> Vec<Dnat> {
     let mut out = Vec::new();
     for net in state.networks.values() {
         for ep in net.endpoints.values() {
-            let Some(std::net::IpAddr::V4(target)) = ep.ipv4() else {
+            let Some(target) = (if v6 { ep.ipv6() } else { ep.ipv4() }) else {
                 continue;
             };
-            for b in &ep.ports {
-                let host_ip = match b.host_ip {
-                    std::net::IpAddr::V4(v4) if v4.is_unspecified() => None,
-                    std::net::IpAddr::V4(v4) => Some(v4),
-                    // IPv6 host addresses are not NATed to IPv4 containers.
-                    std::net::IpAddr::V6(_) => continue,
-                };
+            for b in ep.ports.iter().filter(|b| b.host_ip.is_ipv6() == v6) {
+                if b.host_ip.is_loopback() && v6 {
+                    continue;
+                }
                 out.push(Dnat {
-                    host_ip,
+                    host_ip: (!b.host_ip.is_unspecified()).then_some(b.host_ip),
                     host_port: b.host_port,
                     proto: b.proto.as_str(),
                     target,
@@ -161,6 +174,31 @@ fn dnats(state: &State) -> Vec<Dnat> {
         }
     }
     out
+}
+
+/// The `publish` chain and the nat hooks jumping to it, for either family. Locally originated
+/// traffic to `::1` is left to the proxy's socket.
+fn nft_publish(state: &State, v6: bool) -> String {
+    let (family, output_filter) = if v6 {
+        ("ip6", "ip6 daddr != ::1 ")
+    } else {
+        ("ip", "")
+    };
+    let mut s = format!("  chain prerouting {{\n    type nat hook prerouting priority dstnat; policy accept;\n    fib daddr type local jump publish\n  }}\n  chain output {{\n    type nat hook output priority -100; policy accept;\n    {output_filter}fib daddr type local jump publish\n  }}\n  chain publish {{\n");
+    for d in dnats(state, v6) {
+        let daddr = d
+            .host_ip
+            .map(|ip| format!("{family} daddr {ip} "))
+            .unwrap_or_default();
+        s.push_str(&format!(
+            "    {daddr}{} dport {} dnat to {}\n",
+            d.proto,
+            d.host_port,
+            d.to()
+        ));
+    }
+    s.push_str("  }\n");
+    s
 }
 
 /// The complete nftables script for `state`: create-then-delete-then-define makes it idempotent
@@ -209,16 +247,23 @@ fn nft_ruleset6(table: &str, state: &State) -> String {
         return s;
     }
     s.push_str(&format!("table ip6 {table} {{\n"));
+    s.push_str(&nft_publish(state, true));
     s.push_str(
         "  chain postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n",
     );
-    for n in state.networks.values().filter(|n| !n.internal) {
+    for n in state.networks.values() {
         if let Some(pool) = n.ipv6() {
             let br = quote(&n.bridge);
+            let subnet = pool.subnet;
+            // Hairpin: a container reaching a published port on the host's address.
             s.push_str(&format!(
-                "    ip6 saddr {} oifname != {br} masquerade\n",
-                pool.subnet
+                "    oifname {br} ip6 saddr {subnet} ct status dnat masquerade\n"
             ));
+            if !n.internal {
+                s.push_str(&format!(
+                    "    ip6 saddr {subnet} oifname != {br} masquerade\n"
+                ));
+            }
         }
     }
     s.push_str("  }\n");
@@ -235,20 +280,7 @@ pub fn nft_ruleset_in(table: &str, state: &State) -> String {
         return s;
     }
     s.push_str(&format!("table ip {table} {{\n"));
-    s.push_str("  chain prerouting {\n    type nat hook prerouting priority dstnat; policy accept;\n    fib daddr type local jump publish\n  }\n");
-    s.push_str("  chain output {\n    type nat hook output priority -100; policy accept;\n    fib daddr type local jump publish\n  }\n");
-    s.push_str("  chain publish {\n");
-    for d in dnats(state) {
-        let daddr = d
-            .host_ip
-            .map(|ip| format!("ip daddr {ip} "))
-            .unwrap_or_default();
-        s.push_str(&format!(
-            "    {daddr}{} dport {} dnat to {}:{}\n",
-            d.proto, d.host_port, d.target, d.container_port
-        ));
-    }
-    s.push_str("  }\n");
+    s.push_str(&nft_publish(state, false));
     s.push_str(
         "  chain postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n",
     );
@@ -295,19 +327,7 @@ fn iptables_rules_berth(state: &State) -> String {
     let mut nat = String::from("*nat\n:BERTH-PREROUTING - [0:0]\n:BERTH-OUTPUT - [0:0]\n:BERTH-POSTROUTING - [0:0]\n:BERTH-PUBLISH - [0:0]\n");
     nat.push_str("-A BERTH-PREROUTING -m addrtype --dst-type LOCAL -j BERTH-PUBLISH\n");
     nat.push_str("-A BERTH-OUTPUT -m addrtype --dst-type LOCAL -j BERTH-PUBLISH\n");
-    for d in dnats(state) {
-        let daddr = d
-            .host_ip
-            .map(|ip| format!("-d {ip}/32 "))
-            .unwrap_or_default();
-        nat.push_str(&format!(
-            "-A BERTH-PUBLISH {daddr}-p {p} -m {p} --dport {} -j DNAT --to-destination {}:{}\n",
-            d.host_port,
-            d.target,
-            d.container_port,
-            p = d.proto
-        ));
-    }
+    push_ipt_dnats(&mut nat, state, false);
     let mut filter = String::from("*filter\n:BERTH-FORWARD - [0:0]\n");
     for n in state.networks.values() {
         let Some(pool) = n.ipv4() else { continue };
@@ -330,6 +350,23 @@ fn iptables_rules_berth(state: &State) -> String {
     nat + &filter
 }
 
+/// `BERTH-PUBLISH` DNAT rules of one family.
+fn push_ipt_dnats(nat: &mut String, state: &State, v6: bool) {
+    let len = if v6 { 128 } else { 32 };
+    for d in dnats(state, v6) {
+        let daddr = d
+            .host_ip
+            .map(|ip| format!("-d {ip}/{len} "))
+            .unwrap_or_default();
+        nat.push_str(&format!(
+            "-A BERTH-PUBLISH {daddr}-p {p} -m {p} --dport {} -j DNAT --to-destination {}\n",
+            d.host_port,
+            d.to(),
+            p = d.proto
+        ));
+    }
+}
+
 /// iptables isolation for network `n` (the same for both address families): no
 /// forwarding to other Berth bridges, and none past its own bridge when internal.
 fn push_isolation(filter: &mut String, n: &Network, state: &State) {
@@ -349,15 +386,25 @@ fn push_isolation(filter: &mut String, n: &Network, state: &State) {
 /// `ip6tables-restore --noflush` input for the IPv6 networks: outbound NAT and isolation in
 /// `<prefix>-POSTROUTING` and `<prefix>-FORWARD`.
 pub fn ip6tables_rules_in(prefix: &str, state: &State) -> String {
-    let mut nat = String::from("*nat\n:BERTH-POSTROUTING - [0:0]\n");
+    let mut nat = String::from("*nat\n:BERTH-PREROUTING - [0:0]\n:BERTH-OUTPUT - [0:0]\n:BERTH-POSTROUTING - [0:0]\n:BERTH-PUBLISH - [0:0]\n");
+    nat.push_str("-A BERTH-PREROUTING -m addrtype --dst-type LOCAL -j BERTH-PUBLISH\n");
+    // Local traffic to ::1 is the proxy's (the kernel does not route ::1 off loopback).
+    nat.push_str("-A BERTH-OUTPUT ! -d ::1/128 -m addrtype --dst-type LOCAL -j BERTH-PUBLISH\n");
+    push_ipt_dnats(&mut nat, state, true);
     let mut filter = String::from("*filter\n:BERTH-FORWARD - [0:0]\n");
     for n in state.networks.values() {
         let br = &n.bridge;
-        if let Some(pool) = n.ipv6().filter(|_| !n.internal) {
+        if let Some(pool) = n.ipv6() {
             nat.push_str(&format!(
-                "-A BERTH-POSTROUTING -s {} ! -o {br} -j MASQUERADE\n",
+                "-A BERTH-POSTROUTING -o {br} -s {} -m conntrack --ctstate DNAT -j MASQUERADE\n",
                 pool.subnet
             ));
+            if !n.internal {
+                nat.push_str(&format!(
+                    "-A BERTH-POSTROUTING -s {} ! -o {br} -j MASQUERADE\n",
+                    pool.subnet
+                ));
+            }
         }
         push_isolation(&mut filter, n, state);
     }
@@ -397,7 +444,9 @@ impl Family {
     }
 }
 
-const IPT6_CHAINS: [(&str, &str, &str); 2] = [
+const IPT6_CHAINS: [(&str, &str, &str); 4] = [
+    ("nat", "PREROUTING", "PREROUTING"),
+    ("nat", "OUTPUT", "OUTPUT"),
     ("nat", "POSTROUTING", "POSTROUTING"),
     ("filter", "FORWARD", "FORWARD"),
 ];
@@ -431,10 +480,8 @@ fn apply_iptables(family: Family, prefix: &str, state: &State) -> Result<()> {
             ok(&["-t", table, "-F", &chain]);
             ok(&["-t", table, "-X", &chain]);
         }
-        if family == Family::V4 {
-            ok(&["-t", "nat", "-F", &publish]);
-            ok(&["-t", "nat", "-X", &publish]);
-        }
+        ok(&["-t", "nat", "-F", &publish]);
+        ok(&["-t", "nat", "-X", &publish]);
         return Ok(());
     }
     run_stdin(backend, family.restore(), &["--noflush"], &rules)?;
@@ -457,7 +504,8 @@ fn apply_iptables(family: Family, prefix: &str, state: &State) -> Result<()> {
 mod tests {
     use super::*;
     use crate::ipam::IpamConfig;
-    use crate::store::Network;
+    use crate::ports::{PortBinding, Proto};
+    use crate::store::{Endpoint, Network};
 
     fn network(name: &str, subnets: &[&str], internal: bool) -> Network {
         Network {
@@ -508,8 +556,11 @@ mod tests {
             v6.contains("ip6 saddr fd00:2::/64 oifname != \"br-b\" masquerade"),
             "{v6}"
         );
-        // Internal networks get no NAT, and keep to their bridge.
-        assert!(!v6.contains("fd00:3::/64"), "{v6}");
+        // Internal networks get no outbound NAT, and keep to their bridge.
+        assert!(
+            !v6.contains("ip6 saddr fd00:3::/64 oifname != \"br-c\" masquerade"),
+            "{v6}"
+        );
         assert!(
             v6.contains("iifname \"br-c\" oifname != \"br-c\" drop"),
             "{v6}"
@@ -529,5 +580,102 @@ mod tests {
             "{rules}"
         );
         assert!(!rules.contains("BERTH-"), "{rules}");
+    }
+
+    fn endpoint(id: &str, addrs: &[&str], ports: &[(&str, u16, u16, Proto)]) -> Endpoint {
+        Endpoint {
+            id: format!("{id}-ep"),
+            network_id: String::new(),
+            container_id: id.into(),
+            container_name: None,
+            aliases: Vec::new(),
+            addresses: addrs.iter().map(|a| a.parse().expect("addr")).collect(),
+            gateways: Vec::new(),
+            mac: String::new(),
+            host_veth: format!("vb{id}"),
+            ifname: "eth0".into(),
+            ports: ports
+                .iter()
+                .map(|(ip, h, c, proto)| PortBinding {
+                    host_ip: ip.parse().expect("ip"),
+                    host_port: *h,
+                    container_port: *c,
+                    proto: *proto,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn ipv6_bindings_are_dnated_only_to_containers_with_ipv6_and_never_for_loopback() {
+        let mut dual = network("d", &["10.2.0.0/24", "fd00:2::/64"], false);
+        dual.endpoints.insert(
+            "c6".into(),
+            endpoint(
+                "c6",
+                &["10.2.0.2/24", "fd00:2::2/64"],
+                &[
+                    ("0.0.0.0", 8080, 80, Proto::Tcp),
+                    ("::", 8080, 80, Proto::Tcp),
+                    ("::1", 8081, 81, Proto::Tcp),
+                    ("fd55::5", 8082, 82, Proto::Udp),
+                ],
+            ),
+        );
+        let mut v4 = network("a", &["10.1.0.0/24"], false);
+        v4.endpoints.insert(
+            "c4".into(),
+            endpoint(
+                "c4",
+                &["10.1.0.2/24"],
+                &[
+                    ("0.0.0.0", 9090, 90, Proto::Tcp),
+                    ("::", 9090, 90, Proto::Tcp),
+                ],
+            ),
+        );
+        let st = state(vec![dual, v4]);
+        let script = nft_ruleset_in("t", &st);
+        let v6 = &script[script.find("table ip6 t {").expect("ip6 table")..];
+        let (v6, v4) = v6.split_at(v6.find("table ip t").expect("then the ip table"));
+        for want in [
+            "tcp dport 8080 dnat to 10.2.0.2:80",
+            "tcp dport 9090 dnat to 10.1.0.2:90",
+        ] {
+            assert!(v4.contains(want), "{want}: {v4}");
+        }
+        assert!(!v4.contains('['), "no IPv6 in the ip table: {v4}");
+        for want in [
+            "ip6 daddr != ::1 fib daddr type local jump publish",
+            "    tcp dport 8080 dnat to [fd00:2::2]:80",
+            "ip6 daddr fd55::5 udp dport 8082 dnat to [fd00:2::2]:82",
+            "oifname \"br-d\" ip6 saddr fd00:2::/64 ct status dnat masquerade",
+        ] {
+            assert!(v6.contains(want), "{want}: {v6}");
+        }
+        // ::1 and the IPv4-only container are the proxy's.
+        assert!(!v6.contains("8081") && !v6.contains("9090"), "{v6}");
+
+        let rules = ip6tables_rules_in("T", &st);
+        assert!(
+            rules.contains(
+                "-A T-PUBLISH -p tcp -m tcp --dport 8080 -j DNAT --to-destination [fd00:2::2]:80"
+            ),
+            "{rules}"
+        );
+        assert!(
+            rules.contains("-A T-PUBLISH -d fd55::5/128 -p udp -m udp --dport 8082"),
+            "{rules}"
+        );
+        assert!(
+            !rules.contains("8081") && !rules.contains("9090"),
+            "{rules}"
+        );
+        let rules4 = iptables_rules_in("T", &st);
+        assert!(
+            rules4.contains("--dport 9090 -j DNAT --to-destination 10.1.0.2:90"),
+            "{rules4}"
+        );
+        assert!(!rules4.contains("fd00"), "{rules4}");
     }
 }

@@ -19,6 +19,7 @@ use crate::ipam::{self, IpamConfig};
 use crate::netlink::Netlink;
 use crate::netns;
 use crate::ports::{self, PortBinding, PortMapping, Reservation};
+use crate::proxy::ProxyRuntime;
 use crate::store::{random_id, Endpoint, Network, NetworkStore, State};
 
 /// Option naming the bridge device (Docker's key, so compose files keep working).
@@ -145,6 +146,8 @@ struct Inner {
     reservations: HashMap<(String, String), Vec<Reservation>>,
     /// Running DNS servers, by network id.
     dns: HashMap<String, DnsServer>,
+    /// The thread serving IPv6 host ports (see [`crate::proxy`]), started on first use.
+    proxies: Option<ProxyRuntime>,
 }
 
 /// Bridge networks for containers.
@@ -242,6 +245,7 @@ impl NetworkManager {
                 state,
                 reservations: HashMap::new(),
                 dns: HashMap::new(),
+                proxies: None,
             }),
         })
     }
@@ -852,13 +856,14 @@ impl NetworkManager {
     ) -> Result<Vec<PortBinding>> {
         let mut inner = self.lock();
         let net = Self::find(&inner.state, network)?.clone();
-        let ep = net
-            .endpoints
-            .get(container_id)
-            .ok_or_else(|| NetworkError::NotAttached {
-                network: net.name.clone(),
-                container: container_id.to_string(),
-            })?;
+        let ep =
+            net.endpoints
+                .get(container_id)
+                .cloned()
+                .ok_or_else(|| NetworkError::NotAttached {
+                    network: net.name.clone(),
+                    container: container_id.to_string(),
+                })?;
         if ep.ipv4().is_none() {
             return Err(NetworkError::InvalidConfig {
                 network: net.name.clone(),
@@ -867,8 +872,9 @@ impl NetworkManager {
         }
         let mut reserved = Vec::new();
         for m in mappings {
-            reserved.push(ports::reserve(m)?);
+            reserved.extend(ports::reserve(m)?);
         }
+        let reserved = Self::serve_ipv6(&mut inner, &ep, reserved)?;
         let bindings: Vec<PortBinding> = reserved.iter().map(|r| r.binding.clone()).collect();
         let mut new = inner.state.clone();
         if let Some(e) = new
@@ -885,6 +891,37 @@ impl NetworkManager {
             .or_default()
             .extend(reserved);
         Ok(bindings)
+    }
+
+    /// Serves the IPv6 host bindings among `reserved` with the proxy: relayed to the endpoint's
+    /// IPv6 address when it has one (the DNAT rules take all but `[::1]` before the proxy sees
+    /// them), else to its IPv4 address (no NAT64 in the kernel). Others are returned as they are.
+    fn serve_ipv6(
+        inner: &mut Inner,
+        ep: &Endpoint,
+        reserved: Vec<Reservation>,
+    ) -> Result<Vec<Reservation>> {
+        let target = ep.ipv6().or_else(|| ep.ipv4());
+        let mut out = Vec::with_capacity(reserved.len());
+        for r in reserved {
+            let (host, port) = (r.binding.host_ip, r.binding.container_port);
+            let Some(target) = target.filter(|_| host.is_ipv6()) else {
+                out.push(r);
+                continue;
+            };
+            let rt = match &mut inner.proxies {
+                Some(rt) => rt,
+                slot => {
+                    slot.insert(ProxyRuntime::start().map_err(|source| NetworkError::Proxy {
+                        host: SocketAddr::new(host, r.binding.host_port),
+                        proto: r.binding.proto.as_str(),
+                        source,
+                    })?)
+                }
+            };
+            out.push(r.serve(rt, SocketAddr::new(target, port))?);
+        }
+        Ok(out)
     }
 
     /// Every container's endpoints at once, each with its network (in network-id order;
@@ -968,15 +1005,8 @@ impl NetworkManager {
                     continue;
                 }
                 for b in &ep.ports {
-                    let m = PortMapping {
-                        host_ip: Some(b.host_ip),
-                        host_port: b.host_port,
-                        host_port_end: b.host_port,
-                        container_port: b.container_port,
-                        proto: b.proto,
-                    };
-                    match ports::reserve(&m) {
-                        Ok(r) => held.push(((net.id.clone(), ep.container_id.clone()), r)),
+                    match ports::reserve_binding(b) {
+                        Ok(r) => held.push((key.clone(), ep.clone(), r)),
                         Err(e) => {
                             first_err.get_or_insert(e);
                         }
@@ -984,8 +1014,13 @@ impl NetworkManager {
                 }
             }
         }
-        for (key, r) in held {
-            inner.reservations.entry(key).or_default().push(r);
+        for (key, ep, r) in held {
+            match Self::serve_ipv6(&mut inner, &ep, vec![r]) {
+                Ok(r) => inner.reservations.entry(key).or_default().extend(r),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
         }
         let in_use: Vec<String> = inner
             .state

@@ -12,6 +12,7 @@ use nix::sys::socket::{
 };
 
 use crate::error::{NetworkError, Result};
+use crate::proxy::{Proxy, ProxyRuntime};
 
 /// Transport protocol of a published port.
 #[derive(
@@ -187,11 +188,44 @@ pub fn parse_port_spec(spec: &str) -> Result<Vec<PortMapping>> {
     Ok(out)
 }
 
-/// A held host port: the socket is bound (not listening) until this is dropped.
+/// A held host port: its socket stays bound (not listening) for the life of the mapping, or,
+/// for an IPv6 binding, is served by a [`Proxy`] (see [`crate::proxy`]).
 #[derive(Debug)]
 pub struct Reservation {
     pub binding: PortBinding,
-    _socket: OwnedFd,
+    held: Held,
+}
+
+#[derive(Debug)]
+enum Held {
+    Socket(OwnedFd),
+    /// Held for its `Drop`, which closes the socket.
+    Served {
+        _proxy: Proxy,
+    },
+}
+
+impl Reservation {
+    /// Serves the held socket, relaying to `target` (the container's address and port).
+    pub(crate) fn serve(self, rt: &ProxyRuntime, target: SocketAddr) -> Result<Self> {
+        let Held::Socket(fd) = self.held else {
+            return Ok(self);
+        };
+        let b = self.binding;
+        let proxy = match b.proto {
+            Proto::Tcp => Proxy::tcp(rt, fd, target),
+            Proto::Udp => Proxy::udp(rt, fd, target),
+        }
+        .map_err(|source| NetworkError::Proxy {
+            host: SocketAddr::new(b.host_ip, b.host_port),
+            proto: b.proto.as_str(),
+            source,
+        })?;
+        Ok(Self {
+            binding: b,
+            held: Held::Served { _proxy: proxy },
+        })
+    }
 }
 
 fn bind_port(ip: IpAddr, port: u16, proto: Proto) -> std::io::Result<(OwnedFd, u16)> {
@@ -205,13 +239,24 @@ fn bind_port(ip: IpAddr, port: u16, proto: Proto) -> std::io::Result<(OwnedFd, u
         Proto::Udp => SockType::Datagram,
     };
     let fd = socket(family, ty, SockFlag::SOCK_CLOEXEC, None)?;
-    // No SO_REUSEADDR: with it Linux lets two non-listening sockets share a port, and the
-    // bind would no longer detect a conflict with another reservation.
+    // An IPv6 TCP port is served by the proxy, whose accepted connections linger in TIME_WAIT
+    // after it closes them; without SO_REUSEADDR those would keep the port from being
+    // published again for a minute after the container stops. It listens right away: a
+    // listening socket conflicts with every other bind, SO_REUSEADDR or not.
+    let listen = proto == Proto::Tcp && ip.is_ipv6();
+    // Otherwise no SO_REUSEADDR: with it Linux lets two non-listening sockets share a port,
+    // and the bind would no longer detect a conflict with another reservation.
+    if listen {
+        setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    }
     if ip.is_ipv6() {
         setsockopt(&fd, sockopt::Ipv6V6Only, &true)?;
     }
     let addr = SockaddrStorage::from(SocketAddr::new(ip, port));
     bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr)?;
+    if listen {
+        nix::sys::socket::listen(&fd, nix::sys::socket::Backlog::MAXCONN)?;
+    }
     let bound: SockaddrStorage = getsockname(std::os::fd::AsRawFd::as_raw_fd(&fd))?;
     let port = bound
         .as_sockaddr_in()
@@ -221,33 +266,130 @@ fn bind_port(ip: IpAddr, port: u16, proto: Proto) -> std::io::Result<(OwnedFd, u
     Ok((fd, port))
 }
 
+/// Whether the calling thread's network namespace has IPv6, so that a binding on every address
+/// includes `[::]` (as Docker's default bindings do); not with IPv6 disabled.
+pub fn ipv6_available() -> bool {
+    let disabled = std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/disable_ipv6")
+        .map_or(true, |v| v.trim() == "1");
+    !disabled
+        && socket(
+            AddressFamily::Inet6,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .is_ok()
+}
+
+/// How many kernel-chosen ports are tried for a binding on both families before giving up.
+const EPHEMERAL_TRIES: usize = 32;
+
+/// The host addresses of a mapping: the one given, or every IPv4 and (when the host has IPv6)
+/// every IPv6 address, at the same port, as Docker binds `0.0.0.0` and `::`.
+fn host_ips(m: &PortMapping) -> Vec<IpAddr> {
+    match m.host_ip {
+        Some(ip) => vec![ip],
+        None if ipv6_available() => {
+            vec![Ipv4Addr::UNSPECIFIED.into(), Ipv6Addr::UNSPECIFIED.into()]
+        }
+        None => vec![Ipv4Addr::UNSPECIFIED.into()],
+    }
+}
+
+fn held(ip: IpAddr, fd: OwnedFd, port: u16, m: &PortMapping) -> Reservation {
+    Reservation {
+        binding: PortBinding {
+            host_ip: ip,
+            host_port: port,
+            container_port: m.container_port,
+            proto: m.proto,
+        },
+        held: Held::Socket(fd),
+    }
+}
+
+/// Binds every address of `ips` at `port` (0: a kernel-chosen port for the first, the same for
+/// the rest); on failure, the address that failed and why (nothing stays bound).
+fn bind_all(
+    ips: &[IpAddr],
+    port: u16,
+    m: &PortMapping,
+) -> std::result::Result<Vec<Reservation>, (IpAddr, std::io::Error)> {
+    let mut out: Vec<Reservation> = Vec::new();
+    for &ip in ips {
+        let want = out.first().map_or(port, |r| r.binding.host_port);
+        let (fd, got) = bind_port(ip, want, m.proto).map_err(|e| (ip, e))?;
+        out.push(held(ip, fd, got, m));
+    }
+    Ok(out)
+}
+
 /// Reserves the host side of `m` in the calling thread's network namespace: the exact port, the
-/// first free port of its range, or (port 0) a kernel-chosen ephemeral port.
-pub fn reserve(m: &PortMapping) -> Result<Reservation> {
-    let ip = m.host_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-    let (lo, hi) = (m.host_port, m.host_port_end.max(m.host_port));
-    let mut last_err = None;
-    for port in lo..=hi {
-        match bind_port(ip, port, m.proto) {
-            Ok((fd, port)) => {
-                return Ok(Reservation {
-                    binding: PortBinding {
-                        host_ip: ip,
-                        host_port: port,
-                        container_port: m.container_port,
-                        proto: m.proto,
-                    },
-                    _socket: fd,
-                })
+/// first port of its range free on every address, or (port 0) a kernel-chosen ephemeral port.
+/// Without a host address that is one reservation per address family, at the same port.
+pub fn reserve(m: &PortMapping) -> Result<Vec<Reservation>> {
+    let ips = host_ips(m);
+    let in_use = |ip: IpAddr, port: u16, source: std::io::Error| {
+        if source.raw_os_error() == Some(libc::EADDRINUSE) {
+            NetworkError::PortInUse {
+                host_ip: ip,
+                port,
+                proto: m.proto.as_str(),
+                source,
             }
-            Err(e) => last_err = Some(e),
+        } else {
+            // Not a conflict: e.g. an address that is not the host's (EADDRNOTAVAIL).
+            NetworkError::PortUnavailable {
+                host: SocketAddr::new(ip, port),
+                proto: m.proto.as_str(),
+                source,
+            }
+        }
+    };
+    let (lo, hi) = (m.host_port, m.host_port_end.max(m.host_port));
+    if lo == 0 {
+        // The kernel's choice for the first family may be taken in another: choose again.
+        let mut last = None;
+        for _ in 0..EPHEMERAL_TRIES {
+            match bind_all(&ips, 0, m) {
+                Ok(r) => return Ok(r),
+                Err((ip, e)) if e.raw_os_error() == Some(libc::EADDRINUSE) && ip != ips[0] => {
+                    last = Some((ip, e));
+                }
+                Err((ip, e)) => return Err(in_use(ip, 0, e)),
+            }
+        }
+        let (ip, e) = last.unwrap_or_else(|| (ips[0], std::io::Error::other("no free port")));
+        return Err(in_use(ip, 0, e));
+    }
+    let mut first_err = None;
+    for port in lo..=hi {
+        match bind_all(&ips, port, m) {
+            Ok(r) => return Ok(r),
+            Err((ip, e)) => {
+                first_err.get_or_insert((ip, e));
+            }
         }
     }
-    Err(NetworkError::PortInUse {
-        host_ip: ip,
-        port: lo,
-        proto: m.proto.as_str(),
-        source: last_err.unwrap_or_else(|| std::io::Error::other("empty port range")),
+    let (ip, e) = first_err.unwrap_or_else(|| (ips[0], std::io::Error::other("empty port range")));
+    Err(in_use(ip, lo, e))
+}
+
+/// Holds a binding recorded earlier again (after a daemon restart): its exact address and port.
+pub fn reserve_binding(b: &PortBinding) -> Result<Reservation> {
+    let m = PortMapping {
+        host_ip: Some(b.host_ip),
+        host_port: b.host_port,
+        host_port_end: b.host_port,
+        container_port: b.container_port,
+        proto: b.proto,
+    };
+    let mut r = reserve(&m)?;
+    r.pop().ok_or_else(|| NetworkError::PortInUse {
+        host_ip: b.host_ip,
+        port: b.host_port,
+        proto: b.proto.as_str(),
+        source: std::io::Error::other("nothing reserved"),
     })
 }
 
@@ -288,7 +430,7 @@ mod tests {
             host_ip: Some("127.0.0.1".parse().expect("ip")),
             ..PortMapping::any_host_port(80, Proto::Tcp)
         };
-        let r = reserve(&m).expect("ephemeral");
+        let r = reserve(&m).expect("ephemeral").remove(0);
         assert_ne!(r.binding.host_port, 0);
         let again = PortMapping {
             host_port: r.binding.host_port,

@@ -102,6 +102,14 @@ impl Endpoint {
             .map(|n| n.addr())
             .find(|a| a.is_ipv4())
     }
+
+    /// The endpoint's IPv6 address, on a network with IPv6.
+    pub fn ipv6(&self) -> Option<IpAddr> {
+        self.addresses
+            .iter()
+            .map(|n| n.addr())
+            .find(|a| a.is_ipv6())
+    }
 }
 
 /// The whole persisted document.

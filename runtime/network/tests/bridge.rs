@@ -10,7 +10,9 @@ use berth_network::{
     parse_port_spec, AttachRequest, CreateOptions, FirewallBackend, ManagerConfig, NetworkError,
     NetworkManager, PortMapping, Proto, SubnetRequest,
 };
-use common::{assert_clean, tcp_get, tcp_server, udp_get, udp_server, Ns};
+use common::{
+    assert_clean, tcp_get, tcp_server, tcp_server6, udp_get, udp_server, udp_server6, Ns,
+};
 
 macro_rules! require_root {
     () => {
@@ -182,8 +184,14 @@ fn published_ports_answer_on_loopback_host_address_and_hairpin() {
         maps.extend(parse_port_spec("18053:5353/udp").expect("spec"));
         maps.push(PortMapping::any_host_port(80, Proto::Tcp));
         let bound = mgr.publish("bridge", "pubid", &maps).expect("publish");
-        assert_eq!(bound.len(), 3);
-        let ephemeral = bound[2].host_port;
+        // Every mapping without a host address is published on 0.0.0.0 and on [::] alike.
+        assert_eq!(bound.len(), 6, "{bound:?}");
+        for pair in bound.chunks(2) {
+            assert_eq!(pair[0].host_ip.to_string(), "0.0.0.0", "{bound:?}");
+            assert_eq!(pair[1].host_ip.to_string(), "::", "{bound:?}");
+            assert_eq!(pair[0].host_port, pair[1].host_port, "{bound:?}");
+        }
+        let ephemeral = bound[4].host_port;
         assert!(ephemeral >= 1024, "ephemeral port {ephemeral}");
 
         for ip in ["127.0.0.1", "192.0.2.10"] {
@@ -234,6 +242,132 @@ fn published_ports_answer_on_loopback_host_address_and_hairpin() {
         let forward = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").expect("fwd");
         assert_eq!(forward.trim(), "1", "forwarding on in the test namespace");
     });
+    assert_clean(&host);
+}
+
+#[test]
+fn published_ports_answer_on_ipv6_through_dnat_or_the_proxy() {
+    require_root!();
+    let host = Ns::host();
+    // A global IPv6 address of the "host" (documentation prefix, inside the test namespace).
+    host.ip(&["addr", "add", "2001:db8::10/64", "dev", "up0", "nodad"]);
+    let (c4, c6) = (Ns::new("p4"), Ns::new("p6"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    host.run(|| {
+        let mgr = manager(&dir);
+        mgr.ensure_default().expect("default network");
+        let mut six = CreateOptions::named("six");
+        six.enable_ipv6 = true;
+        for subnet in ["10.66.0.0/24", "fd00:66::/64"] {
+            six.subnets.push(SubnetRequest {
+                subnet: subnet.parse().expect("subnet"),
+                gateway: None,
+                ip_range: None,
+            });
+        }
+        mgr.create_network(six).expect("ipv6 network");
+        mgr.attach(&AttachRequest::new("bridge", "c4", c4.path()))
+            .expect("attach c4");
+        let e6 = mgr
+            .attach(&AttachRequest::new("six", "c6", c6.path()))
+            .expect("attach c6");
+        let v6addr = e6.ipv6().expect("IPv6 address");
+        let _servers = (
+            tcp_server(&c4, 80, "four"),
+            udp_server(&c4, 53, "udp-four"),
+            tcp_server6(&c6, 80, "six"),
+            udp_server6(&c6, 53, "udp-six"),
+        );
+        let m = |specs: &[&str]| -> Vec<PortMapping> {
+            specs
+                .iter()
+                .flat_map(|s| parse_port_spec(s).expect("spec"))
+                .collect()
+        };
+        let shown = |b: &[berth_network::PortBinding]| -> Vec<String> {
+            b.iter()
+                .map(|b| format!("{}/{}", SocketAddr::new(b.host_ip, b.host_port), b.proto))
+                .collect()
+        };
+        let b4 = mgr
+            .publish(
+                "bridge",
+                "c4",
+                &m(&["18100:80", "18101:53/udp", "[::1]:18102:80", "127.0.0.1:18103:80"]),
+            )
+            .expect("publish c4");
+        assert_eq!(
+            shown(&b4),
+            [
+                "0.0.0.0:18100/tcp",
+                "[::]:18100/tcp",
+                "0.0.0.0:18101/udp",
+                "[::]:18101/udp",
+                "[::1]:18102/tcp",
+                "127.0.0.1:18103/tcp"
+            ]
+        );
+        mgr.publish("six", "c6", &m(&["18110:80", "18111:53/udp"]))
+            .expect("publish c6");
+        let rules = host.ruleset();
+        assert!(
+            rules.contains(&format!("dnat to [{v6addr}]:80")),
+            "{rules}"
+        );
+
+        let addr = |ip: &str, port: u16| SocketAddr::new(ip.parse().expect("ip"), port);
+        // An IPv4-only container answers on every host address, IPv6 through the proxy; a
+        // dual-stack one through DNAT (the proxy only for ::1).
+        for ip in ["127.0.0.1", "192.0.2.10", "::1", "2001:db8::10"] {
+            assert_eq!(tcp_get(&host, addr(ip, 18100)).as_deref(), Ok("four"), "{ip}");
+            assert_eq!(udp_get(&host, addr(ip, 18101)).as_deref(), Ok("udp-four"), "{ip}");
+            assert_eq!(tcp_get(&host, addr(ip, 18110)).as_deref(), Ok("six"), "{ip}");
+            assert_eq!(udp_get(&host, addr(ip, 18111)).as_deref(), Ok("udp-six"), "{ip}");
+        }
+        // A binding on one address answers there only.
+        assert_eq!(tcp_get(&host, addr("::1", 18102)).as_deref(), Ok("four"));
+        assert!(tcp_get(&host, addr("127.0.0.1", 18102)).is_err());
+        assert_eq!(tcp_get(&host, addr("127.0.0.1", 18103)).as_deref(), Ok("four"));
+        assert!(tcp_get(&host, addr("::1", 18103)).is_err());
+        // Hairpin over IPv6: the container reaches its own port on the host's address.
+        assert_eq!(tcp_get(&c6, addr("2001:db8::10", 18110)).as_deref(), Ok("six"));
+
+        // A port taken on IPv6 only: a clear error naming it, nothing left on IPv4 or in the
+        // rules.
+        let before = host.ruleset();
+        let squatter = std::net::TcpListener::bind("[::1]:18120").expect("squat");
+        let err = mgr
+            .publish("bridge", "c4", &m(&["18120:80"]))
+            .expect_err("port in use on IPv6");
+        assert!(
+            matches!(&err, NetworkError::PortInUse { port: 18120, host_ip, .. } if host_ip.is_ipv6()),
+            "{err}"
+        );
+        assert!(err.to_string().contains("[::]:18120/tcp"), "{err}");
+        assert_eq!(host.ruleset(), before);
+        assert!(std::net::TcpListener::bind("0.0.0.0:18120").is_ok());
+        drop(squatter);
+
+        // Unpublished: every port free on both families at once, connections refused.
+        mgr.unpublish("bridge", "c4").expect("unpublish c4");
+        mgr.unpublish("six", "c6").expect("unpublish c6");
+        for port in [18100, 18102, 18110] {
+            assert!(std::net::TcpListener::bind(("::1", port)).is_ok(), "{port}");
+            assert!(tcp_get(&host, addr("::1", port)).is_err(), "{port}");
+        }
+        for port in [18101, 18111] {
+            assert!(std::net::UdpSocket::bind(("::1", port)).is_ok(), "{port}");
+        }
+        assert!(!host.ruleset().contains("dnat to"));
+        // Published again at once, although the proxy's closed connections are in TIME_WAIT.
+        mgr.publish("bridge", "c4", &m(&["18100:80"]))
+            .expect("publish again");
+        assert_eq!(tcp_get(&host, addr("::1", 18100)).as_deref(), Ok("four"));
+        mgr.detach("bridge", "c4").expect("detach");
+        mgr.detach("six", "c6").expect("detach");
+        mgr.remove_all().expect("remove all");
+    });
+    drop((c4, c6));
     assert_clean(&host);
 }
 

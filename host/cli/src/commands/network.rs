@@ -171,7 +171,16 @@ impl NetOpts {
     }
 }
 
-/// The PORTS column of `ps`: `0.0.0.0:8080->80/tcp, 443/tcp`.
+/// `ip:port`, with an IPv6 address in brackets (`[::]:8080`), as the docker CLI writes it.
+fn host_port(ip: &str, port: impl std::fmt::Display) -> String {
+    if ip.contains(':') {
+        format!("[{ip}]:{port}")
+    } else {
+        format!("{ip}:{port}")
+    }
+}
+
+/// The PORTS column of `ps`: `0.0.0.0:8080->80/tcp, [::]:8080->80/tcp, 443/tcp`.
 pub fn format_ports(ports: &Value) -> String {
     let mut items: Vec<String> = ports
         .as_array()
@@ -182,8 +191,8 @@ pub fn format_ports(ports: &Value) -> String {
             let proto = p["Type"].as_str().unwrap_or("tcp");
             match p["PublicPort"].as_u64() {
                 Some(public) => format!(
-                    "{}:{public}->{private}/{proto}",
-                    p["IP"].as_str().unwrap_or("0.0.0.0")
+                    "{}->{private}/{proto}",
+                    host_port(p["IP"].as_str().unwrap_or("0.0.0.0"), public)
                 ),
                 None => format!("{private}/{proto}"),
             }
@@ -560,10 +569,9 @@ pub async fn port(client: &Client, a: &PortArgs) -> Result<()> {
             continue;
         }
         for b in ports[key].as_array().into_iter().flatten() {
-            let addr = format!(
-                "{}:{}",
+            let addr = host_port(
                 b["HostIp"].as_str().unwrap_or(""),
-                b["HostPort"].as_str().unwrap_or("")
+                b["HostPort"].as_str().unwrap_or(""),
             );
             if want.is_some() {
                 println!("{addr}");
@@ -606,9 +614,13 @@ mod tests {
     #[test]
     fn ports_column() {
         let ports = json!([
+            {"IP": "::", "PrivatePort": 80, "PublicPort": 8080, "Type": "tcp"},
             {"IP": "0.0.0.0", "PrivatePort": 80, "PublicPort": 8080, "Type": "tcp"},
             {"PrivatePort": 443, "Type": "tcp"}
         ]);
-        assert_eq!(format_ports(&ports), "0.0.0.0:8080->80/tcp, 443/tcp");
+        assert_eq!(
+            format_ports(&ports),
+            "0.0.0.0:8080->80/tcp, 443/tcp, [::]:8080->80/tcp"
+        );
     }
 }

@@ -149,6 +149,7 @@ pub fn network_status(e: &berth_network::NetworkError) -> u16 {
         | N::Ambiguous(_)
         | N::InvalidConfig { .. }
         | N::InvalidPortSpec { .. }
+        | N::PortUnavailable { .. }
         | N::AddressOutOfRange { .. } => 400,
         N::PortInUse { .. } | N::AddressInUse { .. } | N::PoolExhausted { .. } => 409,
         _ => 500,

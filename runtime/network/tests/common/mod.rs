@@ -152,9 +152,18 @@ fn spawn_in(ns: &Ns, f: impl FnOnce(Arc<AtomicBool>) + Send + 'static) -> Server
 
 /// TCP server on 0.0.0.0:`port` in `ns` that writes `reply` to each connection.
 pub fn tcp_server(ns: &Ns, port: u16, reply: &'static str) -> Server {
+    tcp_server_on(ns, "0.0.0.0", port, reply)
+}
+
+/// [`tcp_server`] on `[::]` (both families, as the kernel's default `bindv6only=0` gives).
+pub fn tcp_server6(ns: &Ns, port: u16, reply: &'static str) -> Server {
+    tcp_server_on(ns, "::", port, reply)
+}
+
+fn tcp_server_on(ns: &Ns, ip: &'static str, port: u16, reply: &'static str) -> Server {
     let (tx, rx) = std::sync::mpsc::channel();
     let s = spawn_in(ns, move |stop| {
-        let l = TcpListener::bind(("0.0.0.0", port)).expect("bind tcp");
+        let l = TcpListener::bind((ip, port)).expect("bind tcp");
         l.set_nonblocking(true).expect("nonblocking");
         let _ = tx.send(());
         while !stop.load(Ordering::SeqCst) {
@@ -172,9 +181,18 @@ pub fn tcp_server(ns: &Ns, port: u16, reply: &'static str) -> Server {
 
 /// UDP server on 0.0.0.0:`port` in `ns` that answers each datagram with `reply`.
 pub fn udp_server(ns: &Ns, port: u16, reply: &'static str) -> Server {
+    udp_server_on(ns, "0.0.0.0", port, reply)
+}
+
+/// [`udp_server`] on `[::]` (both families).
+pub fn udp_server6(ns: &Ns, port: u16, reply: &'static str) -> Server {
+    udp_server_on(ns, "::", port, reply)
+}
+
+fn udp_server_on(ns: &Ns, ip: &'static str, port: u16, reply: &'static str) -> Server {
     let (tx, rx) = std::sync::mpsc::channel();
     let s = spawn_in(ns, move |stop| {
-        let sock = UdpSocket::bind(("0.0.0.0", port)).expect("bind udp");
+        let sock = UdpSocket::bind((ip, port)).expect("bind udp");
         sock.set_read_timeout(Some(Duration::from_millis(20)))
             .expect("timeout");
         let _ = tx.send(());
@@ -202,13 +220,20 @@ pub fn tcp_get(ns: &Ns, addr: SocketAddr) -> Result<String, String> {
     })
 }
 
-/// Sends one datagram from inside `ns` and returns the reply.
+/// Sends one datagram from inside `ns` and returns the reply, which must come from `addr` (the
+/// socket is connected to it, so the kernel drops replies from any other address).
 pub fn udp_get(ns: &Ns, addr: SocketAddr) -> Result<String, String> {
     ns.run(move || {
-        let s = UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
+        let any = if addr.is_ipv4() {
+            "0.0.0.0:0"
+        } else {
+            "[::]:0"
+        };
+        let s = UdpSocket::bind(any).map_err(|e| e.to_string())?;
         s.set_read_timeout(Some(Duration::from_millis(1500)))
             .map_err(|e| e.to_string())?;
-        s.send_to(b"ping", addr).map_err(|e| e.to_string())?;
+        s.connect(addr).map_err(|e| e.to_string())?;
+        s.send(b"ping").map_err(|e| e.to_string())?;
         let mut buf = [0u8; 1500];
         let n = s.recv(&mut buf).map_err(|e| e.to_string())?;
         Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
