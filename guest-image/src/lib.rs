@@ -113,7 +113,10 @@ fn digest_inputs(inputs: &Inputs) -> Result<String> {
         ("the agent binary", &inputs.agent),
         ("busybox", &inputs.busybox),
     ];
-    let userland = inputs.userland_debs.iter().map(|p| ("a userland package", p));
+    let userland = inputs
+        .userland_debs
+        .iter()
+        .map(|p| ("a userland package", p));
     for (what, path) in fixed.into_iter().chain(userland) {
         let bytes = std::fs::read(path).map_err(|source| {
             if source.kind() == std::io::ErrorKind::NotFound {

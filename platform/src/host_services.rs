@@ -193,7 +193,12 @@ mod tests {
         let (mut guest, host_side) = tokio::io::duplex(4096);
         let allowed = BTreeSet::from([port]);
         tokio::spawn(async move { answer(host_side, &allowed).await });
-        let err = request(&mut guest, port).await.expect_err("nothing listens");
-        assert!(err.to_string().contains(&format!("127.0.0.1:{port}")), "{err}");
+        let err = request(&mut guest, port)
+            .await
+            .expect_err("nothing listens");
+        assert!(
+            err.to_string().contains(&format!("127.0.0.1:{port}")),
+            "{err}"
+        );
     }
 }

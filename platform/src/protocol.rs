@@ -284,7 +284,10 @@ mod tests {
         let guest = tokio::spawn(StreamFrame::splice(guest_local, guest_tunnel));
         client.write_all(b"req!").await.expect("request");
         let mut request = [0u8; 4];
-        server.read_exact(&mut request).await.expect("request arrives");
+        server
+            .read_exact(&mut request)
+            .await
+            .expect("request arrives");
         server.write_all(b"answer").await.expect("answer");
         server.shutdown().await.expect("server done");
         let mut answer = Vec::new();
@@ -292,7 +295,10 @@ mod tests {
         assert_eq!(answer, b"answer");
         client.shutdown().await.expect("client done");
         let mut rest = Vec::new();
-        server.read_to_end(&mut rest).await.expect("client's end arrives");
+        server
+            .read_to_end(&mut rest)
+            .await
+            .expect("client's end arrives");
         assert!(rest.is_empty());
         host.await.expect("host").expect("clean");
         guest.await.expect("guest").expect("clean");
@@ -306,7 +312,10 @@ mod tests {
         client.write_all(b"all of it").await.expect("request");
         client.shutdown().await.expect("half-close");
         let mut request = Vec::new();
-        server.read_to_end(&mut request).await.expect("request ends");
+        server
+            .read_to_end(&mut request)
+            .await
+            .expect("request ends");
         assert_eq!(request, b"all of it");
         server.write_all(b"ok").await.expect("answer");
         drop(server);

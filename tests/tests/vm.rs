@@ -227,7 +227,8 @@ impl Registry {
     /// The tags of `repo`, as the host sees the registry.
     fn tags(&self, repo: &str) -> String {
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("registry");
-        s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
         write!(
             s,
             "GET /v2/{repo}/tags/list HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"
@@ -362,28 +363,26 @@ fn machine_end_to_end() {
             text(&o)
         );
         assert!(t.elapsed() < Duration::from_secs(45), "{:?}", t.elapsed());
-        let status = m.home.path().join("t").join("status.json");
-        let status: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(status).expect("status")).expect("json");
-        for pid in status["vmm_pids"].as_array().into_iter().flatten() {
-            let pid = pid.as_i64().expect("pid");
-            let gone = try_wait_until(Duration::from_secs(10), || {
-                (!Path::new(&format!("/proc/{pid}")).exists()).then_some(())
-            });
-            assert!(gone.is_some(), "VMM process {pid} left running");
-        }
+        assert_no_vmm_left(&m, "t");
         m.names.clear();
     }
     let _ = std::fs::remove_file(&taken_path);
     m.names.push("t".into());
     let t = Instant::now();
-    let out = ok(m.machine(&[
+    let started = m.machine(&[
         "start",
         "t",
         "--timeout",
         &START_TIMEOUT.as_secs().to_string(),
-    ]));
+    ]);
+    let stderr = String::from_utf8_lossy(&started.stderr).into_owned();
+    let out = ok(started);
     eprintln!("machine start: {:?}: {out}", t.elapsed());
+    // `guest image: <dir>`: the kernel the silent machine below boots.
+    let image_dir = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("guest image: "))
+        .map(PathBuf::from);
     let sock = m.socket("t");
     let host = format!("unix://{}", sock.display());
 
@@ -455,7 +454,8 @@ fn machine_end_to_end() {
     ]));
     let page = try_wait_until(Duration::from_secs(30), || http_get(port));
     assert!(
-        page.as_deref().is_some_and(|p| p.contains("hi-from-bridge")),
+        page.as_deref()
+            .is_some_and(|p| p.contains("hi-from-bridge")),
         "published port {port} not forwarded: {page:?}\n{}",
         m.diagnostics("t")
     );
@@ -537,4 +537,94 @@ fn machine_end_to_end() {
     ok(m.machine(&["stop", "t"]));
     ok(m.machine(&["rm", "t"]));
     m.names.clear();
+
+    // A guest that boots but whose agent never answers (busybox init in its place): the
+    // start gives up at its timeout with a clear error and leaves no VMM running.
+    let Some(image_dir) = image_dir else {
+        panic!("`machine start` did not name its guest image: {stderr}");
+    };
+    let silent = m.home.path().join("silent.cpio");
+    std::fs::write(&silent, silent_initrd()).expect("initrd");
+    let kernel = image_dir.join("vmlinuz");
+    ok(m.machine(&[
+        "init",
+        "mute",
+        "--kernel",
+        kernel.to_str().expect("utf-8"),
+        "--initrd",
+        silent.to_str().expect("utf-8"),
+        "--memory",
+        "512",
+        "--disk",
+        "1",
+        "--cid",
+        &cid,
+    ]));
+    m.names.push("mute".into());
+    let t = Instant::now();
+    let o = m.machine(&["start", "mute", "--timeout", "15"]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("did not answer within"),
+        "{}\n{}",
+        text(&o),
+        m.diagnostics("mute")
+    );
+    assert!(t.elapsed() < Duration::from_secs(45), "{:?}", t.elapsed());
+    assert_no_vmm_left(&m, "mute");
+    ok(m.machine(&["rm", "mute"]));
+    m.names.clear();
+}
+
+/// Every VMM process the machine's status names has exited.
+fn assert_no_vmm_left(m: &Machines, name: &str) {
+    let status = m.home.path().join(name).join("status.json");
+    let status: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(status).expect("status")).expect("json");
+    for pid in status["vmm_pids"].as_array().into_iter().flatten() {
+        let pid = pid.as_i64().expect("pid");
+        let gone = try_wait_until(Duration::from_secs(10), || {
+            (!Path::new(&format!("/proc/{pid}")).exists()).then_some(())
+        });
+        assert!(gone.is_some(), "VMM process {pid} of {name} left running");
+    }
+}
+
+/// A newc initramfs whose /init is busybox's init: the kernel boots, nothing answers vsock.
+fn silent_initrd() -> Vec<u8> {
+    let busybox = std::fs::read("/bin/busybox").expect("busybox-static");
+    let mut out = Vec::new();
+    let mut entry = |name: &str, mode: u32, rdev: (u32, u32), data: &[u8]| {
+        let header = format!(
+            "070701{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}",
+            0,
+            mode,
+            0,
+            0,
+            1,
+            0,
+            data.len(),
+            0,
+            0,
+            rdev.0,
+            rdev.1,
+            name.len() + 1,
+            0
+        );
+        out.extend_from_slice(header.as_bytes());
+        out.extend_from_slice(name.as_bytes());
+        out.push(0);
+        while out.len() % 4 != 0 {
+            out.push(0);
+        }
+        out.extend_from_slice(data);
+        while out.len() % 4 != 0 {
+            out.push(0);
+        }
+    };
+    entry("dev", 0o040_755, (0, 0), &[]);
+    entry("dev/console", 0o020_600, (5, 1), &[]);
+    entry("init", 0o100_755, (0, 0), &busybox);
+    entry("TRAILER!!!", 0, (0, 0), &[]);
+    out
 }

@@ -5,7 +5,6 @@
 pub mod client;
 pub mod commands;
 pub mod config;
-pub mod detach;
 pub mod format;
 pub mod progress;
 pub mod template;
@@ -45,4 +44,11 @@ pub fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// The bytes of `--detach-keys` (ctrl-p ctrl-q when not given), or an error naming the flag.
+pub fn parse_detach_keys(spec: Option<&str>) -> anyhow::Result<Vec<u8>> {
+    let spec = spec.unwrap_or_default();
+    berth_detach_keys::parse_keys(spec)
+        .map_err(|e| anyhow::anyhow!("invalid --detach-keys {spec:?}: {e}"))
 }

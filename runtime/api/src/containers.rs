@@ -17,10 +17,10 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::body::{self, ApiResponse};
-use crate::detach::DetachScanner;
 use crate::error::{chain, ApiError};
 use crate::query::Query;
 use crate::ApiState;
+use berth_detach_keys::DetachScanner;
 
 impl From<ContainerError> for ApiError {
     fn from(err: ContainerError) -> Self {
@@ -838,7 +838,7 @@ pub async fn attach(
     let want_stdin = query.flag("stdin");
     let want = [false, query.flag("stdout"), query.flag("stderr")];
     let keys = query.get("detachKeys").unwrap_or_default();
-    let detach_keys = crate::detach::parse_keys(keys)
+    let detach_keys = berth_detach_keys::parse_keys(keys)
         .map_err(|_| ApiError::bad(format!("Invalid detach keys ({keys}) provided")))?;
     let id = info.record.id.clone();
     // Register before answering 101 (an unknown container is a 404): the
@@ -1026,7 +1026,7 @@ pub async fn exec_create(
     if parsed.cmd.is_empty() {
         return Err(ApiError::bad("No exec command specified"));
     }
-    if crate::detach::parse_keys(&parsed.detach_keys).is_err() {
+    if berth_detach_keys::parse_keys(&parsed.detach_keys).is_err() {
         return Err(ApiError::bad(format!(
             "Invalid escape keys ({}) provided",
             parsed.detach_keys
@@ -1124,7 +1124,8 @@ pub async fn exec_start(
     // Detach keys apply to a terminal, as in Docker (checked at create).
     let mut scanner = match tty {
         true => Some(DetachScanner::new(
-            crate::detach::parse_keys(&session.detach_keys).map_err(ApiError::bad)?,
+            berth_detach_keys::parse_keys(&session.detach_keys)
+                .map_err(|e| ApiError::bad(e.to_string()))?,
         )),
         false => None,
     };

@@ -22,7 +22,6 @@
 pub mod archive;
 pub mod body;
 pub mod containers;
-pub mod detach;
 pub mod error;
 pub mod events;
 pub mod images;

@@ -14,7 +14,9 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::client::{self, path_segment, query, Client, Upgraded};
-use crate::{detach, terminal};
+use berth_detach_keys::DetachScanner;
+
+use crate::terminal;
 
 /// Splits Docker's multiplexed stream: each frame is an 8-byte header
 /// (stream 0 stdin, 1 stdout, 2 stderr; 3 zero bytes; big-endian length)
@@ -87,12 +89,12 @@ pub async fn relay(
     let mut idle_write = None;
     let input = if send_stdin {
         let mut chunks = terminal::stdin_chunks();
-        let mut scanner = tty.then(|| detach::Scanner::new(detach_keys.to_vec()));
+        let mut scanner = tty.then(|| DetachScanner::new(detach_keys.to_vec()));
         let detached = std::sync::Arc::clone(&detached);
         Some(tokio::spawn(async move {
             while let Some(chunk) = chunks.recv().await {
-                let (data, detach) = match scanner.as_mut() {
-                    Some(s) => s.scan(&chunk),
+                let (data, detach) = match scanner.as_mut().map(|s| s.scan(&chunk)) {
+                    Some(scanned) => (scanned.forward, scanned.detach),
                     None => (chunk.to_vec(), false),
                 };
                 if !data.is_empty() && write.write_all(&data).await.is_err() {
@@ -104,7 +106,7 @@ pub async fn relay(
                     return;
                 }
             }
-            if let Some(held) = scanner.as_mut().map(detach::Scanner::finish) {
+            if let Some(held) = scanner.as_mut().map(DetachScanner::finish) {
                 let _ = write.write_all(&held).await;
             }
             let _ = write.shutdown().await;
@@ -285,7 +287,7 @@ pub async fn attach(client: &Client, args: &AttachArgs) -> Result<ExitCode> {
     if tty && stdin && !terminal::stdin_is_terminal() {
         bail!("the input device is not a TTY");
     }
-    let keys = detach::parse_keys(args.detach_keys.as_deref())?;
+    let keys = crate::parse_detach_keys(args.detach_keys.as_deref())?;
     let upgraded = open_container(client, &id, stdin, args.detach_keys.as_deref()).await?;
     let resize = tty.then(|| follow_resize(client, format!("/containers/{id}/resize")));
     let signals = if args.sig_proxy && !tty {

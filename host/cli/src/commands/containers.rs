@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use super::attach;
 use crate::client::{self, path_segment, query, ApiError, Client};
 use crate::format::{human_age, now_unix, print_formatted, print_table};
-use crate::{detach, terminal};
+use crate::terminal;
 
 /// What `create` and `run` share.
 #[derive(Debug, Args)]
@@ -508,7 +508,7 @@ pub async fn run(client: &Client, args: &RunArgs) -> Result<ExitCode> {
     }
     let size = if c.tty { terminal::size() } else { None };
     // Checked before anything is created.
-    let detach_keys = match detach::parse_keys(args.detach_keys.as_deref()) {
+    let detach_keys = match crate::parse_detach_keys(args.detach_keys.as_deref()) {
         Ok(keys) => keys,
         Err(e) => {
             eprintln!("{e:#}");

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use super::attach;
 use super::containers::environment;
 use crate::client::{path_segment, Client};
-use crate::{detach, terminal};
+use crate::terminal;
 
 #[derive(Debug, Args)]
 pub struct ExecArgs {
@@ -89,7 +89,7 @@ pub async fn exec(client: &Client, args: &ExecArgs) -> Result<ExitCode> {
         bail!("the input device is not a TTY");
     }
     let size = if args.tty { terminal::size() } else { None };
-    let detach_keys = detach::parse_keys(args.detach_keys.as_deref())?;
+    let detach_keys = crate::parse_detach_keys(args.detach_keys.as_deref())?;
     let created: Value = client
         .post_json(
             &format!("/containers/{}/exec", path_segment(&args.container)),

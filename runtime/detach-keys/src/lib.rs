@@ -1,15 +1,19 @@
 //! Detach keys: the key sequence that ends an attach (or exec) session with a terminal while the
-//! process keeps running. As Docker does, the server looks for it in what a TTY client types;
-//! the default is ctrl-p ctrl-q, and a client may name its own (`detachKeys` on attach,
-//! `DetachKeys` at exec create) in Docker's notation: keys separated by commas, each a single
-//! character or `ctrl-<c>` with `<c>` one of `a`–`z`, `@`, `[`, `\`, `]`, `^`, `_`.
+//! process keeps running. As with Docker, both ends look for it in what a TTY client types: the
+//! engine (`detachKeys` on attach, `DetachKeys` at exec create) and the CLI. The default is
+//! ctrl-p ctrl-q; Docker's notation is keys separated by commas, each a single character or
+//! `ctrl-<c>` with `<c>` one of `a`–`z`, `@`, `[`, `\`, `]`, `^`, `_`.
 
 /// ctrl-p, ctrl-q.
 pub const DEFAULT_KEYS: [u8; 2] = [0x10, 0x11];
 
-/// The bytes of a detach-key specification; the default for an empty one. The error names the
-/// key that is not understood.
-pub fn parse_keys(spec: &str) -> Result<Vec<u8>, String> {
+/// A key of a specification that is not in Docker's notation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown key {0:?} (use a single character or ctrl-<a-z, @, [, \\, ], ^, _>, separated by commas)")]
+pub struct UnknownKey(pub String);
+
+/// The bytes of a detach-key specification; the default for an empty one.
+pub fn parse_keys(spec: &str) -> Result<Vec<u8>, UnknownKey> {
     if spec.is_empty() {
         return Ok(DEFAULT_KEYS.to_vec());
     }
@@ -32,7 +36,7 @@ pub fn parse_keys(spec: &str) -> Result<Vec<u8>, String> {
                     b'_' => Some(31),
                     _ => None,
                 });
-            code.ok_or_else(|| format!("unknown key: {key:?}"))
+            code.ok_or_else(|| UnknownKey(key.to_string()))
         })
         .collect()
 }
@@ -109,6 +113,7 @@ mod tests {
             Ok(vec![b'a', 0, 28, 31])
         );
         assert_eq!(parse_keys("X"), Ok(vec![b'X']));
+        assert_eq!(parse_keys("ctrl-Q"), Err(UnknownKey("ctrl-Q".into())));
         assert!(parse_keys("ctrl-").is_err());
         assert!(parse_keys("ctrl-P").is_err());
         assert!(parse_keys("ab").is_err());
