@@ -342,7 +342,14 @@ fn machine_end_to_end() {
     if let Some(port) = &registry_port {
         init.extend(["--host-port", port]);
     }
-    ok(m.machine(&init));
+    let created = m.machine(&init);
+    let init_stderr = String::from_utf8_lossy(&created.stderr).into_owned();
+    ok(created);
+    // `guest image: <dir>`: its kernel boots the silent machine at the end.
+    let image_dir = init_stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("guest image: "))
+        .map(PathBuf::from);
 
     // A host-service port whose vsock listener is taken: the start fails at once, naming it,
     // and leaves no VM running.
@@ -369,20 +376,13 @@ fn machine_end_to_end() {
     let _ = std::fs::remove_file(&taken_path);
     m.names.push("t".into());
     let t = Instant::now();
-    let started = m.machine(&[
+    let out = ok(m.machine(&[
         "start",
         "t",
         "--timeout",
         &START_TIMEOUT.as_secs().to_string(),
-    ]);
-    let stderr = String::from_utf8_lossy(&started.stderr).into_owned();
-    let out = ok(started);
+    ]));
     eprintln!("machine start: {:?}: {out}", t.elapsed());
-    // `guest image: <dir>`: the kernel the silent machine below boots.
-    let image_dir = stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("guest image: "))
-        .map(PathBuf::from);
     let sock = m.socket("t");
     let host = format!("unix://{}", sock.display());
 
@@ -541,7 +541,7 @@ fn machine_end_to_end() {
     // A guest that boots but whose agent never answers (busybox init in its place): the
     // start gives up at its timeout with a clear error and leaves no VMM running.
     let Some(image_dir) = image_dir else {
-        panic!("`machine start` did not name its guest image: {stderr}");
+        panic!("`machine init` did not name its guest image: {init_stderr}");
     };
     let silent = m.home.path().join("silent.cpio");
     std::fs::write(&silent, silent_initrd()).expect("initrd");
