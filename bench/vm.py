@@ -85,7 +85,21 @@ def plain_initrd(path):
         f.write(data)
 
 
-def plain_boot(kernel, initrd, memory, work):
+def machine_kernel_args(status):
+    """The kernel command line QEMU was given for the machine (TCG clock arguments
+    included), without Berth's own berth.* keys: the plain boot uses the same."""
+    for pid in status["status"].get("vmm_pids", []):
+        try:
+            argv = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        if b"-append" in argv:
+            words = argv[argv.index(b"-append") + 1].decode().split()
+            return " ".join(w for w in words if not w.startswith("berth."))
+    sys.exit("cannot read the machine's kernel command line from its QEMU process")
+
+
+def plain_boot(kernel, initrd, memory, work, cmdline):
     """QEMU launch → the marker on the console, in ms."""
     console = os.path.join(work, "plain-console.log")
     if os.path.exists(console):
@@ -96,7 +110,7 @@ def plain_boot(kernel, initrd, memory, work):
         "-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", f"{memory}M",
         "-object", f"memory-backend-memfd,id=mem,size={memory}M,share=on",
         "-kernel", kernel, "-initrd", initrd,
-        "-append", "console=ttyS0 reboot=t panic=-1 quiet loglevel=4 rdinit=/init",
+        "-append", cmdline,
         "-chardev", f"file,id=con,path={console}", "-serial", "chardev:con",
     ]
     t0 = time.monotonic()
@@ -197,7 +211,8 @@ def main():
         kernel = os.path.join(image_dir, "vmlinuz")
         initrd = os.path.join(work, "plain.cpio")
         plain_initrd(initrd)
-        results["plain_ms"] = median([plain_boot(kernel, initrd, a.memory, work) for _ in range(a.n)])
+        cmdline = machine_kernel_args(cfg)
+        results["plain_ms"] = median([plain_boot(kernel, initrd, a.memory, work, cmdline) for _ in range(a.n)])
         results["agent_overhead_ratio"] = results["ready_ms"] / results["plain_ms"]
         del cfg
 
