@@ -13,6 +13,7 @@
 //!   Virtualization.framework and HCS elsewhere).
 //! - [`forward`]: the host endpoint and the published-port listeners.
 
+pub mod clock;
 pub mod forward;
 pub mod host_services;
 pub mod hypervisor;

@@ -170,7 +170,7 @@ fn busybox_tar(path: &Path) {
     h.set_size(busybox.len() as u64);
     b.append_data(&mut h, "bin/busybox", &busybox[..])
         .expect("busybox");
-    for applet in ["sh", "echo", "cat", "httpd", "mkdir", "sleep", "ls"] {
+    for applet in ["sh", "echo", "cat", "httpd", "mkdir", "sleep", "ls", "date"] {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(tar::EntryType::Symlink);
         h.set_mode(0o777);
@@ -423,6 +423,20 @@ fn machine_end_to_end() {
     ]));
     let out = ok(dk(&["run", "--rm", "busybox", "echo", "hi"]));
     assert_eq!(out.trim(), "hi");
+
+    // The guest's clock is the host's (set at boot from the kernel command line).
+    let guest_now: i64 = ok(dk(&["run", "--rm", "busybox", "date", "+%s"]))
+        .trim()
+        .parse()
+        .expect("seconds");
+    let host_now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs() as i64;
+    assert!(
+        (guest_now - host_now).abs() <= 5,
+        "guest clock {guest_now}, host clock {host_now}"
+    );
 
     // An image pulled inside the VM from the registry on the host's loopback: pushed there
     // through the same path, removed, then `docker run` pulls it back.

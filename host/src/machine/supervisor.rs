@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
+use berth_platform::clock::ClockWatch;
 use berth_platform::forward::{serve_endpoint, PortForwarder};
 use berth_platform::hypervisor::{self, LaunchSpec, Vm};
 use berth_platform::machine::{MachineConfig, MachineDir, MachineState, MachineStatus};
@@ -217,6 +218,8 @@ async fn supervise(
     let watcher = tokio::spawn(watch_ports(vsock.clone(), ports_tx));
     let mut forwarder = PortForwarder::new(vsock.clone());
     let mut exit_check = tokio::time::interval(Duration::from_millis(200));
+    let mut clock_check = tokio::time::interval(CLOCK_CHECK);
+    let mut clock = ClockWatch::new(SystemTime::now(), Instant::now(), CLOCK_TOLERANCE);
 
     let outcome: Result<()> = loop {
         tokio::select! {
@@ -229,6 +232,15 @@ async fn supervise(
                 }
                 sup.status.ports = forwarder.forwarded().into_iter().collect();
                 sup.set(MachineState::Running, None);
+            }
+            _ = clock_check.tick() => {
+                if clock.jumped(SystemTime::now(), Instant::now()) {
+                    // The host slept (the VM with it) or its clock was stepped.
+                    match control_request(&vsock, &set_time_now()).await {
+                        Ok(_) => eprintln!("berth machine: host clock jumped; guest clock set again"),
+                        Err(e) => eprintln!("berth machine: setting the guest clock: {e:#}"),
+                    }
+                }
             }
             _ = exit_check.tick() => {
                 if let Some(exit) = vm.try_exited() {
@@ -251,6 +263,21 @@ async fn supervise(
     sup.set(MachineState::Stopping, None);
     shutdown(&vsock, vm.as_mut()).await;
     Ok(())
+}
+
+/// How often the host's clocks are compared, and by how much they may disagree.
+const CLOCK_CHECK: Duration = Duration::from_secs(5);
+const CLOCK_TOLERANCE: Duration = Duration::from_secs(2);
+
+/// The host's wall clock, as a request to set the guest's.
+fn set_time_now() -> ControlRequest {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    ControlRequest::SetTime {
+        unix_secs: now.as_secs(),
+        nanos: now.subsec_nanos(),
+    }
 }
 
 /// Answers the guest's connections to the host ports the machine allows (none: no listener).
