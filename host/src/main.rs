@@ -41,5 +41,9 @@ fn main() -> ExitCode {
         // `berth machine …` parses its own arguments (as `berth daemon`).
         return machine::main(program.into_iter().chain(argv));
     }
-    berth_cli::main()
+    #[cfg(unix)]
+    let default_engine = machine::on_demand_engine();
+    #[cfg(not(unix))]
+    let default_engine = None;
+    berth_cli::main_with(default_engine)
 }

@@ -30,17 +30,26 @@ impl Endpoint {
     /// The engine for this invocation: `--context`/`--host`, then
     /// `BERTH_HOST`, `BERTH_CONTEXT`, the current context, the default
     /// socket (Docker's precedence; see [`crate::config::resolve_host`]).
-    pub fn resolve(host_flag: Option<&str>, context_flag: Option<&str>) -> Result<Self> {
+    /// When nothing names an engine and `default_engine` is given, it says where the engine
+    /// is (booting the machine first on macOS and Windows).
+    pub fn resolve(
+        host_flag: Option<&str>,
+        context_flag: Option<&str>,
+        default_engine: Option<crate::DefaultEngine>,
+    ) -> Result<Self> {
         let store = crate::config::ContextStore::open()?;
-        let host = crate::config::resolve_host(
-            &crate::config::Selection {
-                host_flag,
-                context_flag,
-                host_env: std::env::var("BERTH_HOST").ok().as_deref(),
-                context_env: std::env::var("BERTH_CONTEXT").ok().as_deref(),
-            },
-            &store,
-        )?;
+        let host_env = std::env::var("BERTH_HOST").ok();
+        let context_env = std::env::var("BERTH_CONTEXT").ok();
+        let selection = crate::config::Selection {
+            host_flag,
+            context_flag,
+            host_env: host_env.as_deref(),
+            context_env: context_env.as_deref(),
+        };
+        let host = match default_engine {
+            Some(engine) if crate::config::names_no_engine(&selection, &store)? => engine()?,
+            _ => crate::config::resolve_host(&selection, &store)?,
+        };
         Self::parse(&host)
     }
 

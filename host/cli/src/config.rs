@@ -73,6 +73,18 @@ pub fn resolve_host(selection: &Selection, store: &ContextStore) -> Result<Strin
     Ok(store.get(&name)?.host)
 }
 
+/// True when neither a flag, the environment nor the current context names an engine (the
+/// default context without `--host` or `BERTH_HOST`).
+pub fn names_no_engine(selection: &Selection, store: &ContextStore) -> Result<bool> {
+    let current = store.current()?;
+    let name = context_name(selection, current.as_deref())?;
+    let host_given = selection
+        .host_flag
+        .or(selection.host_env)
+        .is_some_and(|h| !h.is_empty());
+    Ok(name == DEFAULT_CONTEXT && !host_given)
+}
+
 /// The `default` context's endpoint: `--host`, `BERTH_HOST`, the root socket.
 pub fn default_host(selection: &Selection) -> String {
     selection
@@ -332,6 +344,31 @@ mod tests {
             "unix:///e"
         );
         assert_eq!(default_host(&sel(None, None, None, None)), DEFAULT_HOST);
+    }
+
+    /// Only when nothing names an engine does the machine get booted on demand.
+    #[test]
+    fn no_engine_named_only_without_flag_env_or_context() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = ContextStore::at(dir.path());
+        let none = |s: Selection| names_no_engine(&s, &store).expect("decides");
+        assert!(none(sel(None, None, None, None)));
+        assert!(none(sel(None, None, Some(""), None)));
+        assert!(!none(sel(Some("unix:///h"), None, None, None)));
+        assert!(!none(sel(None, None, Some("unix:///e"), None)));
+        assert!(!none(sel(None, Some("remote"), None, None)));
+        assert!(!none(sel(None, None, None, Some("remote"))));
+        store
+            .create(&Context {
+                name: "remote".into(),
+                description: String::new(),
+                host: "unix:///tmp/r.sock".into(),
+            })
+            .expect("create");
+        store.set_current("remote").expect("use");
+        assert!(!none(sel(None, None, None, None)));
+        // `--context default` is the default engine again.
+        assert!(none(sel(None, Some("default"), None, None)));
     }
 
     #[test]

@@ -18,7 +18,17 @@ pub use commands::Cli;
 
 /// Runs the CLI with the process's arguments; returns the exit code
 /// (1 for engine errors, 125 for usage errors, as `docker`).
+/// Where the engine is when nothing names one (no `--host`, `BERTH_HOST` or context): on
+/// macOS and Windows the `berth` binary passes a function that boots the machine on demand
+/// and returns its endpoint; elsewhere the default socket is used.
+pub type DefaultEngine = fn() -> anyhow::Result<String>;
+
 pub fn main() -> ExitCode {
+    main_with(None)
+}
+
+/// [`main`], with `default_engine` consulted when nothing names an engine.
+pub fn main_with(default_engine: Option<DefaultEngine>) -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -37,7 +47,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(commands::run(cli)) {
+    match runtime.block_on(commands::run(cli, default_engine)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("{e:#}");

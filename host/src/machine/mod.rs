@@ -157,14 +157,53 @@ pub fn main(args: impl Iterator<Item = std::ffi::OsString>) -> ExitCode {
     }
 }
 
+/// The CLI's engine when nothing names one: on macOS, or anywhere with
+/// `BERTH_MACHINE_ON_DEMAND=1`, the machine `$BERTH_MACHINE` (default `default`), created
+/// and booted first if need be; elsewhere none (the local daemon's socket).
+pub fn on_demand_engine() -> Option<berth_cli::DefaultEngine> {
+    let wanted = cfg!(target_os = "macos")
+        || std::env::var("BERTH_MACHINE_ON_DEMAND").is_ok_and(|v| v == "1");
+    wanted.then_some(ensure_machine as berth_cli::DefaultEngine)
+}
+
+/// Creates (with default settings) and boots the on-demand machine unless it runs already;
+/// its endpoint. Progress goes to stderr so command output stays clean.
+fn ensure_machine() -> Result<String> {
+    let name = std::env::var("BERTH_MACHINE")
+        .ok()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "default".into());
+    let d = dir(&name)?;
+    if !is_running(&d) {
+        let mut progress = std::io::stderr();
+        if d.load().is_err() {
+            let cli = MachineCli::try_parse_from(["berth machine", "init", &name])?;
+            let MachineCommand::Init(args) = cli.command else {
+                bail!("parsing the default machine settings");
+            };
+            init(args, &mut progress)?;
+        }
+        start(&name, ON_DEMAND_TIMEOUT, &mut progress)
+            .with_context(|| format!("starting machine {name} on demand"))?;
+    }
+    Ok(format!("unix://{}", d.api_socket().display()))
+}
+
+/// How long a command waits for the machine it boots on demand.
+const ON_DEMAND_TIMEOUT: Duration = Duration::from_secs(180);
+
 fn dir(name: &str) -> Result<MachineDir> {
     Ok(MachineDir::new(&berth_platform::machines_dir(), name)?)
 }
 
 fn run(cli: MachineCli) -> Result<()> {
     match cli.command {
-        MachineCommand::Init(a) => init(a),
-        MachineCommand::Start(a) => start(&a.name, Duration::from_secs(a.timeout)),
+        MachineCommand::Init(a) => init(a, &mut std::io::stdout()),
+        MachineCommand::Start(a) => start(
+            &a.name,
+            Duration::from_secs(a.timeout),
+            &mut std::io::stdout(),
+        ),
         MachineCommand::Stop(a) => stop(&a.name, Duration::from_secs(a.timeout)),
         MachineCommand::Rm(a) => rm(&a.name, a.force),
         MachineCommand::Status(a) => status(&a.name, a.json),
@@ -189,7 +228,8 @@ fn parse_share(spec: &str) -> Result<Share> {
     })
 }
 
-fn init(a: InitArgs) -> Result<()> {
+/// Creates a machine; what it did goes to `out`.
+fn init(a: InitArgs, out: &mut dyn std::io::Write) -> Result<()> {
     let d = dir(&a.name)?;
     if d.exists() {
         bail!(
@@ -241,7 +281,7 @@ fn init(a: InitArgs) -> Result<()> {
         let _ = std::fs::remove_dir_all(&d.dir);
         return Err(e);
     }
-    println!("machine {} created in {}", a.name, d.dir.display());
+    writeln!(out, "machine {} created in {}", a.name, d.dir.display())?;
     Ok(())
 }
 
@@ -269,14 +309,16 @@ fn is_running(d: &MachineDir) -> bool {
     })
 }
 
-fn start(name: &str, timeout: Duration) -> Result<()> {
+/// Boots a machine and waits for its engine; what it did goes to `out`.
+fn start(name: &str, timeout: Duration, out: &mut dyn std::io::Write) -> Result<()> {
     let d = dir(name)?;
     d.load()?;
     if is_running(&d) {
-        println!(
+        writeln!(
+            out,
             "machine {name} is already running: unix://{}",
             d.api_socket().display()
-        );
+        )?;
         return Ok(());
     }
     let _ = std::fs::remove_file(d.status());
@@ -302,11 +344,12 @@ fn start(name: &str, timeout: Duration) -> Result<()> {
         if let Some(s) = d.load_status() {
             match s.state {
                 MachineState::Running => {
-                    println!(
+                    writeln!(
+                        out,
                         "machine {name} running in {:.1} s: unix://{}",
                         started.elapsed().as_secs_f64(),
                         d.api_socket().display()
-                    );
+                    )?;
                     return Ok(());
                 }
                 MachineState::Failed | MachineState::Stopped => {

@@ -189,6 +189,10 @@ async fn supervise(
     };
     let ready = launched.elapsed();
     sup.status.ready_ms = Some(ready.as_millis() as u64);
+    // The clock from the command line is the launch time; the boot took a while since.
+    if let Err(e) = control_request(&vsock, &set_time_now()).await {
+        eprintln!("berth machine: setting the guest clock: {e:#}");
+    }
     eprintln!(
         "berth machine: agent {} answered {} ms after launch (guest uptime {} ms at API ready)",
         ping.version.unwrap_or_default(),

@@ -122,7 +122,7 @@ pub enum Command {
     },
 }
 
-pub async fn run(cli: Cli) -> Result<ExitCode> {
+pub async fn run(cli: Cli, default_engine: Option<crate::DefaultEngine>) -> Result<ExitCode> {
     if let Command::More(more) = &cli.command {
         if let Some(done) =
             container_group::local(more, cli.host.as_deref(), cli.context.as_deref())
@@ -133,6 +133,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
     let client = Client::new(Endpoint::resolve(
         cli.host.as_deref(),
         cli.context.as_deref(),
+        default_engine,
     )?);
     let done = |r: Result<()>| r.map(|()| ExitCode::SUCCESS);
     match cli.command {
