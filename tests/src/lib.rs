@@ -16,6 +16,7 @@ pub mod containerd;
 pub mod leaks;
 pub mod oci_image;
 pub mod poll;
+pub mod registry;
 pub mod runtime;
 pub mod spec;
 pub mod testcase;

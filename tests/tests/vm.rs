@@ -16,6 +16,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use berth_tests::poll::try_wait_until;
+use berth_tests::registry::{free_port, Registry};
 
 /// Generous but bounded: a TCG boot takes a few seconds, a cold image
 /// build (kernel package download and unpack) longer.
@@ -179,77 +180,6 @@ fn busybox_tar(path: &Path) {
             .expect("link");
     }
     b.finish().expect("finish");
-}
-
-/// Debian's `docker-registry` on a free port of the host's loopback; killed on drop.
-struct Registry {
-    port: u16,
-    child: std::process::Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Registry {
-    fn start() -> Option<Registry> {
-        let binary = Path::new("/usr/bin/docker-registry");
-        if !binary.exists() {
-            eprintln!("skipping the registry part: /usr/bin/docker-registry is not installed");
-            return None;
-        }
-        let dir = tempfile::tempdir().expect("temp dir");
-        let port = free_port();
-        let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                dir.path().join("data").display()
-            ),
-        )
-        .expect("registry config");
-        let child = Command::new(binary)
-            .arg("serve")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting docker-registry");
-        let up = try_wait_until(Duration::from_secs(30), || {
-            TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())
-        });
-        assert!(up.is_some(), "the registry did not listen on {port}");
-        Some(Registry {
-            port,
-            child,
-            _dir: dir,
-        })
-    }
-
-    /// The tags of `repo`, as the host sees the registry.
-    fn tags(&self, repo: &str) -> String {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("registry");
-        s.set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-        write!(
-            s,
-            "GET /v2/{repo}/tags/list HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"
-        )
-        .expect("request");
-        let mut out = String::new();
-        let _ = s.read_to_string(&mut out);
-        out
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
 }
 
 fn http_get(port: u16) -> Option<String> {
