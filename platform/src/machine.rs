@@ -81,6 +81,15 @@ pub struct MachineConfig {
     /// reachable from the guest.
     #[serde(default)]
     pub host_ports: Vec<u16>,
+    /// Outbound network for the guest (pulls from public registries,
+    /// containers' own traffic), through the host's NAT; never the host's
+    /// loopback.
+    #[serde(default = "outbound_by_default")]
+    pub outbound_network: bool,
+}
+
+fn outbound_by_default() -> bool {
+    true
 }
 
 impl MachineConfig {
@@ -98,6 +107,7 @@ impl MachineConfig {
             initrd: None,
             hostfwd: Vec::new(),
             host_ports: Vec::new(),
+            outbound_network: true,
         })
     }
 

@@ -354,7 +354,19 @@ fn machine_end_to_end() {
     let out = ok(dk(&["run", "--rm", "busybox", "echo", "hi"]));
     assert_eq!(out.trim(), "hi");
 
-    // The guest's clock is the host's (set at boot from the kernel command line).
+    // The guest has its outbound network (passt; nothing beyond loopback is contacted here).
+    let eth0 = ok(dk(&[
+        "run",
+        "--rm",
+        "--network",
+        "host",
+        "busybox",
+        "cat",
+        "/sys/class/net/eth0/operstate",
+    ]));
+    assert_eq!(eth0.trim(), "up");
+
+    // The guest's clock is the host's (set once the agent answers).
     let guest_now: i64 = ok(dk(&["run", "--rm", "busybox", "date", "+%s"]))
         .trim()
         .parse()

@@ -93,6 +93,10 @@ struct InitArgs {
     /// VM's 127.0.0.1 (e.g. a registry on the host); repeatable.
     #[arg(long = "host-port", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
     host_ports: Vec<u16>,
+    /// No outbound network for the VM (by default it reaches out through the
+    /// host's NAT with passt, but never the host's own loopback).
+    #[arg(long = "no-network")]
+    no_network: bool,
 }
 
 #[derive(clap::Args)]
@@ -255,6 +259,7 @@ fn init(a: InitArgs, out: &mut dyn std::io::Write) -> Result<()> {
         .collect::<Result<_>>()?;
     config.hostfwd = a.hostfwd;
     config.host_ports = a.host_ports;
+    config.outbound_network = !a.no_network;
     config.host_ports.sort_unstable();
     config.host_ports.dedup();
     if let (Some(k), Some(i)) = (&a.kernel, &a.initrd) {

@@ -142,6 +142,7 @@ async fn supervise(
         vmm_log: d.supervisor_log(),
         shares,
         hostfwd: config.hostfwd.clone(),
+        outbound_network: config.outbound_network,
         accel: config.accel,
     };
     let _ = std::fs::remove_file(d.console_log());

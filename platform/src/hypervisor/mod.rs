@@ -84,6 +84,9 @@ pub struct LaunchSpec {
     /// only attached when this is non-empty.
     pub hostfwd: Vec<String>,
     pub accel: Accel,
+    /// A network device with outbound access through the host (NAT), where
+    /// the guest cannot reach the host's own loopback services.
+    pub outbound_network: bool,
 }
 
 /// What a backend can do.

@@ -21,6 +21,61 @@ const BACKEND_READY: Duration = Duration::from_secs(10);
 pub struct Qemu {
     qemu: PathBuf,
     vhost_vsock: PathBuf,
+    /// passt, the user-mode network backend for outbound traffic (optional
+    /// until a machine with outbound networking is launched).
+    passt: Option<PathBuf>,
+}
+
+/// The guest's addresses on its outbound network (what the agent configures on eth0; the
+/// same as QEMU's user networking uses).
+const GUEST_ADDRESS: &str = "10.0.2.15";
+const GUEST_GATEWAY: &str = "10.0.2.2";
+const GUEST_DNS: &str = "10.0.2.3";
+
+/// passt runs as this user when started as root (it refuses to keep root's privileges).
+const PASST_UID: u32 = 65534;
+
+/// The directory of a machine's passt socket, next to its vhost-user socket: passt creates
+/// the socket after dropping to [`PASST_UID`], so the directory is that user's alone.
+fn passt_dir(spec: &LaunchSpec) -> PathBuf {
+    spec.vhost_socket.with_file_name("passt")
+}
+
+fn passt_socket(spec: &LaunchSpec) -> PathBuf {
+    passt_dir(spec).join("passt.sock")
+}
+
+/// passt's arguments: the guest gets fixed addresses, DNS queries to `GUEST_DNS` go to the
+/// host's resolver, and `--no-map-gw` keeps the host's loopback out of the guest's reach (only
+/// the machine's host ports are, over vsock).
+fn passt_args(spec: &LaunchSpec, as_root: bool) -> Vec<String> {
+    let mut args: Vec<String> = Vec::new();
+    if as_root {
+        args.extend(["--runas".into(), format!("{PASST_UID}:{PASST_UID}")]);
+    }
+    let rest = [
+        "--foreground",
+        "--quiet",
+        "--ipv4-only",
+        "--no-map-gw",
+        "--socket",
+        &passt_socket(spec).display().to_string(),
+        "--address",
+        GUEST_ADDRESS,
+        "--netmask",
+        "24",
+        "--gateway",
+        GUEST_GATEWAY,
+        "--dns-forward",
+        GUEST_DNS,
+    ];
+    args.extend(rest.iter().map(|s| s.to_string()));
+    args
+}
+
+/// Whether the VM gets the passt network device (hostfwd benchmarks use QEMU's own).
+fn wants_passt(spec: &LaunchSpec) -> bool {
+    spec.outbound_network && spec.hostfwd.is_empty()
 }
 
 impl Qemu {
@@ -41,7 +96,12 @@ impl Qemu {
                     .into(),
             },
         )?;
-        Ok(Self { qemu, vhost_vsock })
+        let passt = find_program("BERTH_PASST", "passt");
+        Ok(Self {
+            qemu,
+            vhost_vsock,
+            passt,
+        })
     }
 }
 
@@ -152,7 +212,17 @@ pub fn qemu_args(spec: &LaunchSpec) -> Vec<String> {
             format!("virtio-9p-device,fsdev={tag},mount_tag={tag}"),
         ]);
     }
-    if !spec.hostfwd.is_empty() {
+    if wants_passt(spec) {
+        a.extend([
+            "-netdev".into(),
+            format!(
+                "stream,id=net0,server=off,addr.type=unix,addr.path={}",
+                passt_socket(spec).display()
+            ),
+            "-device".into(),
+            "virtio-net-device,netdev=net0".into(),
+        ]);
+    } else if !spec.hostfwd.is_empty() {
         // restrict=on: the guest reaches nothing outside; hostfwd still works.
         let mut netdev = "user,id=net0,restrict=on".to_string();
         for rule in &spec.hostfwd {
@@ -213,6 +283,53 @@ fn describe_exit(child: &mut Child) -> Option<String> {
     }
 }
 
+impl Qemu {
+    /// Starts passt and waits for its socket.
+    fn start_passt(&self, spec: &LaunchSpec) -> Result<Child, HypervisorError> {
+        let program = self.passt.as_ref().ok_or_else(|| HypervisorError::Missing {
+            what: "passt (the VM's outbound network)".into(),
+            hint: "install it (Debian: apt-get install passt), set BERTH_PASST, or create the machine with --no-network".into(),
+        })?;
+        let socket = passt_socket(spec);
+        let dir = passt_dir(spec);
+        let _ = std::fs::remove_dir_all(&dir);
+        let io = |what| {
+            let path = dir.clone();
+            move |source| HypervisorError::Io { what, path, source }
+        };
+        std::fs::create_dir(&dir).map_err(io("creating"))?;
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .map_err(io("setting the mode of"))?;
+        // SAFETY: geteuid has no preconditions.
+        let as_root = unsafe { libc::geteuid() } == 0;
+        if as_root {
+            std::os::unix::fs::chown(&dir, Some(PASST_UID), Some(PASST_UID))
+                .map_err(io("handing over"))?;
+        }
+        let mut passt = spawn(program, &passt_args(spec, as_root), &spec.vmm_log)?;
+        let deadline = Instant::now() + BACKEND_READY;
+        while !socket.exists() {
+            if let Some(status) = describe_exit(&mut passt) {
+                return Err(HypervisorError::EarlyExit {
+                    program: "passt".into(),
+                    status,
+                    log: spec.vmm_log.display().to_string(),
+                });
+            }
+            if Instant::now() > deadline {
+                let _ = passt.kill();
+                let _ = passt.wait();
+                return Err(HypervisorError::Timeout {
+                    what: format!("the passt socket {}", socket.display()),
+                    timeout: BACKEND_READY,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(passt)
+    }
+}
+
 impl Hypervisor for Qemu {
     fn name(&self) -> &'static str {
         "qemu"
@@ -266,17 +383,32 @@ impl Hypervisor for Qemu {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+        let passt = if wants_passt(spec) {
+            match self.start_passt(spec) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    let _ = backend.kill();
+                    let _ = backend.wait();
+                    return Err(e);
+                }
+            }
+        } else {
+            None
+        };
         let qemu = match spawn(&self.qemu, &qemu_args(spec), &spec.vmm_log) {
             Ok(q) => q,
             Err(e) => {
-                let _ = backend.kill();
-                let _ = backend.wait();
+                for mut child in [Some(backend), passt].into_iter().flatten() {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
                 return Err(e);
             }
         };
         Ok(Box::new(QemuVm {
             qemu,
             backend,
+            passt,
             vsock: HybridVsock::new(&spec.vsock_socket),
             log: spec.vmm_log.clone(),
         }))
@@ -286,13 +418,16 @@ impl Hypervisor for Qemu {
 struct QemuVm {
     qemu: Child,
     backend: Child,
+    passt: Option<Child>,
     vsock: HybridVsock,
     log: PathBuf,
 }
 
 impl Vm for QemuVm {
     fn pids(&self) -> Vec<u32> {
-        vec![self.qemu.id(), self.backend.id()]
+        let mut pids = vec![self.qemu.id(), self.backend.id()];
+        pids.extend(self.passt.as_ref().map(Child::id));
+        pids
     }
 
     fn vsock(&self) -> HostVsock {
@@ -315,7 +450,10 @@ impl Vm for QemuVm {
     }
 
     fn kill(&mut self) {
-        for child in [&mut self.qemu, &mut self.backend] {
+        for child in [Some(&mut self.qemu), Some(&mut self.backend), self.passt.as_mut()]
+            .into_iter()
+            .flatten()
+        {
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -355,7 +493,32 @@ mod tests {
             )],
             hostfwd: vec![],
             accel: Accel::Auto,
+            outbound_network: false,
         }
+    }
+
+    #[test]
+    fn outbound_network_through_passt_without_the_hosts_loopback() {
+        let mut s = spec();
+        s.outbound_network = true;
+        let args = qemu_args(&s).join(" ");
+        assert!(
+            args.contains("-netdev stream,id=net0,server=off,addr.type=unix,addr.path=/m/passt/passt.sock"),
+            "{args}"
+        );
+        assert!(args.contains("virtio-net-device,netdev=net0"), "{args}");
+        let passt = passt_args(&s, true).join(" ");
+        assert!(passt.starts_with("--runas 65534:65534 "), "{passt}");
+        assert!(!passt_args(&s, false).join(" ").contains("--runas"));
+        assert!(passt.contains("--no-map-gw"), "{passt}");
+        assert!(passt.contains("--socket /m/passt/passt.sock"), "{passt}");
+        assert!(passt.contains("--address 10.0.2.15"), "{passt}");
+        assert!(passt.contains("--dns-forward 10.0.2.3"), "{passt}");
+        // hostfwd benchmarks keep QEMU's restricted user network instead.
+        s.hostfwd = vec!["tcp:127.0.0.1:1-:2".into()];
+        let args = qemu_args(&s).join(" ");
+        assert!(args.contains("user,id=net0,restrict=on"), "{args}");
+        assert!(!args.contains("passt"), "{args}");
     }
 
     #[test]
@@ -397,6 +560,7 @@ mod tests {
         let q = Qemu {
             qemu: "/nonexistent/qemu".into(),
             vhost_vsock: "/nonexistent/vhost".into(),
+            passt: None,
         };
         let err = q.launch(&spec()).err().expect("missing kernel");
         assert!(matches!(err, HypervisorError::Missing { .. }), "{err}");
