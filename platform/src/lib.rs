@@ -9,11 +9,13 @@
 //! - [`protocol`]: what the host and the guest agent say to each other on
 //!   the control and port-forward vsock ports.
 //! - [`machine`]: a machine's settings and state files.
-//! - [`hypervisor`]: backends that boot the VM (QEMU on Linux; stubs for
-//!   Virtualization.framework and HCS elsewhere).
+//! - [`hypervisor`]: backends that boot the VM (QEMU on Linux,
+//!   Virtualization.framework on macOS, HCS on Windows).
 //! - [`forward`]: the host endpoint and the published-port listeners.
+//! - [`endpoint`]: the names of the Windows named pipes (API, console).
 
 pub mod clock;
+pub mod endpoint;
 pub mod forward;
 pub mod host_services;
 pub mod hypervisor;

@@ -7,8 +7,9 @@
 //! - `qemu` (Linux): QEMU `microvm` with TCG (or KVM when asked), vsock
 //!   through the `vhost-device-vsock` backend as hybrid vsock.
 //! - `vz` (macOS, Virtualization.framework) and `hcs` (Windows, Host Compute
-//!   Service): stubs here that return [`HypervisorError::NotEnabled`]; their
-//!   shared logic (GUIDs, protocol, machine files) lives in tested shared code.
+//!   Service): thin OS calls over descriptions built by shared, tested code:
+//!   [`vz_config`] (the framework's configuration as data), [`hcs_doc`] (the
+//!   HCS compute-system JSON) and [`vhd`] (the data disk as a fixed VHD).
 
 #[cfg(target_os = "linux")]
 #[path = "qemu.rs"]
@@ -23,6 +24,10 @@ pub mod vz;
 
 #[cfg(target_os = "windows")]
 pub mod hcs;
+
+pub mod hcs_doc;
+pub mod vhd;
+pub mod vz_config;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -124,6 +129,10 @@ pub fn probe() -> Vec<Box<dyn Hypervisor>> {
     if let Ok(q) = qemu::Qemu::locate() {
         found.push(Box::new(q));
     }
+    #[cfg(target_os = "macos")]
+    found.push(Box::new(vz::Vz));
+    #[cfg(target_os = "windows")]
+    found.push(Box::new(hcs::Hcs));
     found
 }
 

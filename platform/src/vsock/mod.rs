@@ -5,13 +5,19 @@
 //!
 //! - [`hybrid`]: hybrid vsock over a Unix socket (QEMU + vhost-user-vsock,
 //!   Firecracker, cloud-hypervisor).
-//! - [`hyperv_service_guid`]: the `AF_HYPERV` service id of a vsock port,
-//!   which is all the Windows transport needs beyond the socket calls.
+//! - [`bridge`]: hybrid vsock served by Berth for hypervisors that hand out
+//!   one descriptor per connection (Virtualization.framework).
+//! - [`hyperv_service_guid`] and [`guid`]: the `AF_HYPERV` service id of a
+//!   vsock port; [`threaded`] turns the blocking Hyper-V socket into a stream.
 
+#[cfg(unix)]
+pub mod bridge;
+pub mod guid;
 #[cfg(unix)]
 pub mod hybrid;
 #[cfg(windows)]
 pub mod hyperv;
+pub mod threaded;
 
 use std::path::PathBuf;
 use std::pin::Pin;
