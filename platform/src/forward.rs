@@ -26,7 +26,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Splices every connection on `listener` to the guest's framed API port
 /// until `stop`.
-/// (Windows will serve a named pipe the same way.)
+/// (Windows serves a named pipe the same way: `pipe_endpoint.rs`.)
 #[cfg(unix)]
 pub async fn serve_endpoint(
     listener: tokio::net::UnixListener,
@@ -66,7 +66,7 @@ pub async fn serve_endpoint(
 /// guest's side ends the whole client connection is closed, as the daemon's
 /// own socket would be (a half-close alone leaves HTTP clients waiting
 /// after an attach stream ends).
-async fn splice_until_guest_closes<C>(client: C, guest: VsockStream)
+pub(crate) async fn splice_until_guest_closes<C>(client: C, guest: VsockStream)
 where
     C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {

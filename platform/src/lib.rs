@@ -20,6 +20,8 @@ pub mod forward;
 pub mod host_services;
 pub mod hypervisor;
 pub mod machine;
+#[cfg(windows)]
+pub mod pipe_endpoint;
 pub mod protocol;
 pub mod vsock;
 

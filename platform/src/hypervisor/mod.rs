@@ -57,6 +57,19 @@ pub enum HypervisorError {
     Unsupported(&'static str),
     #[error("this hypervisor backend is not built for this platform")]
     NotEnabled,
+    /// A Host Compute Service call failed; `detail` is HCS's own error
+    /// document, if it sent one.
+    #[error("{call} failed (HRESULT {hresult:#010x}) {detail}")]
+    Hcs {
+        call: &'static str,
+        hresult: i32,
+        detail: String,
+    },
+    /// A Virtualization.framework call failed; `detail` is its NSError.
+    #[error("{call} failed: {detail}")]
+    Vz { call: &'static str, detail: String },
+    #[error("preparing the data disk")]
+    Disk(#[from] vhd::VhdError),
     #[error("{what} {path}")]
     Io {
         what: &'static str,

@@ -78,10 +78,31 @@ impl HostVsock {
     }
 
     /// Accepts streams the guest opens to the host's `port`.
-    #[cfg(unix)]
-    pub fn listen(&self, port: u32) -> Result<hybrid::HybridListener, VsockError> {
+    pub fn listen(&self, port: u32) -> Result<VsockListener, VsockError> {
         match self {
-            HostVsock::Hybrid(h) => h.listen(port),
+            #[cfg(unix)]
+            HostVsock::Hybrid(h) => Ok(VsockListener::Hybrid(h.listen(port)?)),
+            #[cfg(windows)]
+            HostVsock::HyperV(h) => Ok(VsockListener::HyperV(h.listen(port)?)),
+        }
+    }
+}
+
+/// Connections the guest opens to one host port.
+pub enum VsockListener {
+    #[cfg(unix)]
+    Hybrid(hybrid::HybridListener),
+    #[cfg(windows)]
+    HyperV(hyperv::HyperVListener),
+}
+
+impl VsockListener {
+    pub async fn accept(&self) -> std::io::Result<VsockStream> {
+        match self {
+            #[cfg(unix)]
+            VsockListener::Hybrid(l) => Ok(Box::pin(l.accept().await?)),
+            #[cfg(windows)]
+            VsockListener::HyperV(l) => l.accept().await,
         }
     }
 }

@@ -1,0 +1,58 @@
+//! Windows: the host endpoint as a named pipe (`\\.\pipe\berth-<machine>`,
+//! see [`crate::endpoint::api_pipe_name`]), spliced to the agent's API
+//! exactly as [`crate::forward::serve_endpoint`] does for a Unix socket.
+//! Uses tokio's named pipes, so unlike the rest of the Windows code it is
+//! not type-checked on Linux.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::windows::named_pipe::ServerOptions;
+
+use crate::forward::splice_until_guest_closes;
+use crate::protocol::FRAMED_API_PORT;
+use crate::vsock::HostVsock;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `pipe` until `stop`. Fails at once if another process already
+/// serves a pipe of that name.
+pub async fn serve_pipe_endpoint(
+    pipe: &str,
+    vsock: HostVsock,
+    stop: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    // The first instance claims the name; later instances serve more clients.
+    let mut server = ServerOptions::new()
+        .first_pipe_instance(true)
+        .create(pipe)?;
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return Ok(()),
+            connected = server.connect() => {
+                // A client that went away before we saw it: a fresh instance.
+                if connected.is_err() {
+                    server = ServerOptions::new().create(pipe)?;
+                    continue;
+                }
+                let mut client = std::mem::replace(&mut server, ServerOptions::new().create(pipe)?);
+                let vsock = vsock.clone();
+                tokio::spawn(async move {
+                    match vsock.connect(FRAMED_API_PORT, CONNECT_TIMEOUT).await {
+                        Ok(guest) => splice_until_guest_closes(client, guest).await,
+                        Err(e) => {
+                            let body = format!("{{\"message\":\"the Berth VM is not answering: {e}\"}}");
+                            let reply = format!(
+                                "HTTP/1.1 502 Bad Gateway\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                                body.len()
+                            );
+                            let _ = client.write_all(reply.as_bytes()).await;
+                        }
+                    }
+                });
+            }
+        }
+    }
+}
