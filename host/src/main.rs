@@ -2,15 +2,18 @@
 //! every other command is the CLI, which talks to an engine only through
 //! the Docker Engine API (see the `berth-cli` crate).
 
+#[cfg(target_os = "linux")]
 mod daemon;
 #[cfg(unix)]
 mod machine;
 
 use std::process::ExitCode;
 
+#[cfg(target_os = "linux")]
 use clap::Parser;
 
 /// `berth daemon …` on its own, so the CLI's parser never sees daemon flags.
+#[cfg(target_os = "linux")]
 #[derive(Parser)]
 #[command(
     name = "berth daemon",
@@ -23,8 +26,18 @@ struct DaemonCli {
 
 fn main() -> ExitCode {
     let mut argv = std::env::args_os();
+    // (Windows has neither `daemon` nor `machine` yet.)
+    #[cfg_attr(windows, allow(unused_variables))]
     let program = argv.next();
     let first = argv.next();
+    #[cfg(not(target_os = "linux"))]
+    if first.as_deref() == Some(std::ffi::OsStr::new("daemon")) {
+        eprintln!(
+            "berth: the engine runs only on Linux; here it runs in the VM (`berth machine start`)"
+        );
+        return ExitCode::from(1);
+    }
+    #[cfg(target_os = "linux")]
     if first.as_deref() == Some(std::ffi::OsStr::new("daemon")) {
         let rest = program.into_iter().chain(argv);
         let cli = DaemonCli::parse_from(rest);

@@ -15,7 +15,6 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use tokio::io::AsyncReadExt;
-use tokio::net::UnixStream;
 
 /// The API version the CLI speaks.
 pub const API_VERSION: &str = "1.45";
@@ -54,6 +53,17 @@ impl Endpoint {
     }
 
     pub fn parse(host: &str) -> Result<Self> {
+        // Windows: `npipe:////./pipe/<name>` (Docker's spelling) is the pipe
+        // `\\.\pipe\<name>`.
+        if let Some(name) = host
+            .strip_prefix("npipe:////./pipe/")
+            .or_else(|| host.strip_prefix("npipe://./pipe/"))
+            .filter(|n| !n.is_empty() && !n.contains(['/', '\\']))
+        {
+            return Ok(Self {
+                socket: PathBuf::from(format!(r"\\.\pipe\{name}")),
+            });
+        }
         match host.strip_prefix("unix://") {
             Some(path) if !path.is_empty() => Ok(Self {
                 socket: PathBuf::from(path),
@@ -67,6 +77,32 @@ impl Endpoint {
 
     pub fn socket(&self) -> &Path {
         &self.socket
+    }
+}
+
+#[cfg(unix)]
+async fn connect_engine(socket: &Path) -> std::io::Result<tokio::net::UnixStream> {
+    tokio::net::UnixStream::connect(socket).await
+}
+
+/// Windows: the engine's named pipe. All instances busy (ERROR_PIPE_BUSY)
+/// is retried for a moment, as Docker's client does.
+#[cfg(windows)]
+async fn connect_engine(
+    pipe: &Path,
+) -> std::io::Result<tokio::net::windows::named_pipe::NamedPipeClient> {
+    const ERROR_PIPE_BUSY: i32 = 231;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match tokio::net::windows::named_pipe::ClientOptions::new().open(pipe) {
+            Err(e)
+                if e.raw_os_error() == Some(ERROR_PIPE_BUSY)
+                    && std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            other => return other,
+        }
     }
 }
 
@@ -168,11 +204,11 @@ impl Client {
         headers: &[(&str, String)],
         upgrades: bool,
     ) -> Result<Response<Incoming>> {
-        let stream = UnixStream::connect(self.endpoint.socket())
+        let stream = connect_engine(self.endpoint.socket())
             .await
             .with_context(|| {
                 format!(
-                    "Cannot connect to the Berth daemon at unix://{}. Is the berth daemon running?",
+                    "Cannot connect to the Berth daemon at {}. Is the berth daemon running?",
                     self.endpoint.socket().display()
                 )
             })?;
@@ -437,4 +473,26 @@ pub fn filters_json(flags: &[String]) -> Result<Option<String>> {
         entry[v] = serde_json::Value::Bool(true);
     }
     Ok(Some(serde_json::Value::Object(map).to_string()))
+}
+
+#[cfg(test)]
+mod endpoint_tests {
+    use super::Endpoint;
+
+    #[test]
+    fn unix_and_named_pipe_addresses() {
+        let e = Endpoint::parse("unix:///run/berth/berth.sock").expect("unix");
+        assert_eq!(e.socket(), std::path::Path::new("/run/berth/berth.sock"));
+        let e = Endpoint::parse("npipe:////./pipe/berth-default").expect("pipe");
+        assert_eq!(e.socket().to_str(), Some(r"\\.\pipe\berth-default"));
+        let e = Endpoint::parse("npipe://./pipe/docker_engine").expect("short pipe");
+        assert_eq!(e.socket().to_str(), Some(r"\\.\pipe\docker_engine"));
+        for bad in [
+            "npipe:////./pipe/",
+            "npipe:////./pipe/a/b",
+            "tcp://1.2.3.4:2375",
+        ] {
+            assert!(Endpoint::parse(bad).is_err(), "{bad:?}");
+        }
+    }
 }
