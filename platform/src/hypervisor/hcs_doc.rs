@@ -216,6 +216,12 @@ pub fn compute_system(
             });
         }
     }
+    if spec.outbound_network {
+        // Needs an HNS NAT endpoint attached as a network adapter; not built.
+        return Err(HypervisorError::Unsupported(
+            "outbound networking on Windows (start the machine without a network)",
+        ));
+    }
     if spec.cpus == 0 || spec.memory_mib < 256 {
         return Err(HypervisorError::Unsupported(
             "fewer than 1 CPU or 256 MiB of memory",
@@ -384,6 +390,7 @@ mod tests {
             )],
             hostfwd: vec![],
             accel: Accel::Auto,
+            outbound_network: false,
         }
     }
 
@@ -471,6 +478,10 @@ mod tests {
         let mut s = spec(tmp.path());
         s.memory_mib = 64;
         assert!(compute_system(&s, &inputs()).is_err());
+        let mut s = spec(tmp.path());
+        s.outbound_network = true;
+        let err = compute_system(&s, &inputs()).expect_err("no HNS network yet");
+        assert!(err.to_string().contains("outbound networking"), "{err}");
     }
 
     #[test]

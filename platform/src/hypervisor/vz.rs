@@ -26,10 +26,11 @@ use objc2_foundation::{NSArray, NSError, NSString, NSURL};
 use objc2_virtualization::{
     VZDirectorySharingDeviceConfiguration, VZDiskImageStorageDeviceAttachment,
     VZEntropyDeviceConfiguration, VZFileSerialPortAttachment, VZLinuxBootLoader,
-    VZMemoryBalloonDeviceConfiguration, VZSerialPortConfiguration, VZSharedDirectory,
-    VZSingleDirectoryShare, VZSocketDeviceConfiguration, VZStorageDeviceConfiguration,
-    VZVirtioBlockDeviceConfiguration, VZVirtioConsoleDeviceSerialPortConfiguration,
-    VZVirtioEntropyDeviceConfiguration, VZVirtioFileSystemDeviceConfiguration,
+    VZMemoryBalloonDeviceConfiguration, VZNATNetworkDeviceAttachment, VZNetworkDeviceConfiguration,
+    VZSerialPortConfiguration, VZSharedDirectory, VZSingleDirectoryShare,
+    VZSocketDeviceConfiguration, VZStorageDeviceConfiguration, VZVirtioBlockDeviceConfiguration,
+    VZVirtioConsoleDeviceSerialPortConfiguration, VZVirtioEntropyDeviceConfiguration,
+    VZVirtioFileSystemDeviceConfiguration, VZVirtioNetworkDeviceConfiguration,
     VZVirtioSocketConnection, VZVirtioSocketDevice, VZVirtioSocketDeviceConfiguration,
     VZVirtioSocketListener, VZVirtioSocketListenerDelegate,
     VZVirtioTraditionalMemoryBalloonDeviceConfiguration, VZVirtualMachine,
@@ -243,6 +244,14 @@ fn configuration(c: &VzConfig) -> Result<Retained<VZVirtualMachineConfiguration>
         }
         config.setDirectorySharingDevices(&NSArray::from_retained_slice(&shares));
 
+        if c.nat_network {
+            let net = VZVirtioNetworkDeviceConfiguration::new();
+            net.setAttachment(Some(&Retained::into_super(
+                VZNATNetworkDeviceAttachment::new(),
+            )));
+            let net: Retained<VZNetworkDeviceConfiguration> = Retained::into_super(net);
+            config.setNetworkDevices(&NSArray::from_retained_slice(&[net]));
+        }
         if c.entropy {
             let entropy: Retained<VZEntropyDeviceConfiguration> =
                 Retained::into_super(VZVirtioEntropyDeviceConfiguration::new());

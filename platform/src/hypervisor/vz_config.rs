@@ -3,7 +3,8 @@
 //! command line), CPU count and memory clamped to what the framework allows
 //! on this Mac, and the devices: virtio block for the data disk, a virtio
 //! console writing to the console log, a virtio socket device, one virtiofs
-//! device per share, entropy and a memory balloon. `vz.rs` turns it into
+//! device per share, entropy, a memory balloon and, for outbound traffic, a
+//! virtio network device on the framework's NAT. `vz.rs` turns it into
 //! `VZVirtualMachineConfiguration` one call per field; the checks the
 //! framework would make late (tags, sizes, kernel format) are made here,
 //! and tested on Linux.
@@ -46,6 +47,9 @@ pub struct VzConfig {
     /// The virtio console's output (`hvc0` in the guest), appended to.
     pub console_log: PathBuf,
     pub shares: Vec<VzShare>,
+    /// A virtio network device attached to the framework's NAT (outbound
+    /// traffic; the guest gets its address by DHCP).
+    pub nat_network: bool,
     /// Always present: vsock, entropy and a traditional memory balloon.
     pub vsock: bool,
     pub entropy: bool,
@@ -180,6 +184,7 @@ pub fn vz_config(
         disk: spec.disk.clone(),
         console_log: spec.console_log.clone(),
         shares,
+        nat_network: spec.outbound_network,
         vsock: true,
         entropy: true,
         balloon: true,
@@ -245,6 +250,7 @@ mod tests {
             )],
             hostfwd: vec![],
             accel: Accel::Auto,
+            outbound_network: true,
         }
     }
 
@@ -267,6 +273,14 @@ mod tests {
             }]
         );
         assert!(c.vsock && c.entropy && c.balloon);
+        assert!(c.nat_network);
+        let mut s = s;
+        s.outbound_network = false;
+        assert!(
+            !vz_config(&s, LIMITS, "aarch64")
+                .expect("config")
+                .nat_network
+        );
     }
 
     #[test]
