@@ -54,7 +54,16 @@ def free_port():
 def run(cmd, env=None, check=True, **kw):
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, **kw)
     if check and r.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed: {r.stdout}\n{r.stderr}")
+        logs = ""
+        home = (env or {}).get("BERTH_MACHINE_HOME")
+        if home and os.path.isdir(home):
+            for name in sorted(os.listdir(home)):
+                for log in ("console.log", "machine.log"):
+                    path = os.path.join(home, name, log)
+                    if os.path.isfile(path):
+                        tail = open(path, errors="replace").read().splitlines()[-25:]
+                        logs += f"\n--- {path}\n" + "\n".join(tail)
+        sys.exit(f"{' '.join(cmd)} failed: {r.stdout}\n{r.stderr}{logs}")
     return r
 
 
@@ -244,7 +253,7 @@ def main():
         size = 64 << 20
         script = (f"mkdir -p /www && dd if=/dev/zero of=/www/big bs=1M count=64 2>/dev/null && "
                   f"exec httpd -f -p {fwd_port} -h /www")
-        cid = run([berth, "-H", sock, "run", "-d", "--network", "host", "busybox", "sh", "-c", script]).stdout.strip()
+        cid = run([berth, "-H", sock, "run", "-d", "--network", "host", "--tmpfs", "/www", "busybox", "sh", "-c", script]).stdout.strip()
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:

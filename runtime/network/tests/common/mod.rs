@@ -242,13 +242,20 @@ pub fn udp_get(ns: &Ns, addr: SocketAddr) -> Result<String, String> {
 
 /// What must be left of Berth in a namespace after teardown: nothing.
 pub fn assert_clean(host: &Ns) {
-    let links = host.links();
-    assert!(
+    let ours = |links: &[String]| {
         links
             .iter()
-            .all(|l| matches!(l.as_str(), "lo" | "up0" | "up0p" | "d0" | "d0p")),
-        "leftover links: {links:?}"
-    );
+            .all(|l| matches!(l.as_str(), "lo" | "up0" | "up0p" | "d0" | "d0p"))
+    };
+    // A veth whose peer lived in a namespace that was just released goes with that namespace,
+    // which the kernel tears down in the background: give it a moment.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut links = host.links();
+    while !ours(&links) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        links = host.links();
+    }
+    assert!(ours(&links), "leftover links: {links:?}");
     let rules = host.ruleset();
     assert!(!rules.contains("berth"), "leftover rules:\n{rules}");
 }
