@@ -8,6 +8,10 @@ Measured in one run, interleaved, medians of N:
   start_50     50 `docker run -d` started concurrently (wall time of the batch)
 and the daemons' idle memory (PSS of berth daemon + its helpers vs dockerd + containerd).
 
+ps_50 also runs against a stub that answers /_ping and /containers/json instantly with the
+bytes Berth sent: the docker CLI's own time, which no daemon can go below (its ratio to
+dockerd is the best ps_50 ratio any engine can reach).
+
 Both engines get private sockets and data roots; dockerd runs with networking off
 (--bridge none, no iptables), containers with --network none, so nothing leaves the
 machine. busybox is imported into both from the host's busybox-static.
@@ -20,6 +24,9 @@ import argparse
 import concurrent.futures
 import os
 import shutil
+import socket
+import socketserver
+import threading
 import statistics
 import subprocess
 import sys
@@ -63,6 +70,47 @@ class Engine:
         if check and r.returncode != 0:
             raise RuntimeError(f"{self.name}: docker {' '.join(args)} failed: {r.stderr.strip()}")
         return r
+
+
+def start_stub(work, list_body):
+    """A Docker API stub on a Unix socket: /_ping and /containers/json, answered at once."""
+    sock = os.path.join(work, "stub.sock")
+
+    class Handler(socketserver.StreamRequestHandler):
+        def handle(self):
+            while True:
+                line = self.rfile.readline()
+                if not line:
+                    return
+                method, path = line.split(b" ")[:2]
+                while self.rfile.readline() not in (b"\r\n", b""):
+                    pass
+                ping = b"/_ping" in path
+                body = b"OK" if ping else list_body
+                head = (b"HTTP/1.1 200 OK\r\nApi-Version: 1.45\r\nOstype: linux\r\n"
+                        b"Content-Type: " + (b"text/plain" if ping else b"application/json") +
+                        b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n")
+                self.wfile.write(head + (b"" if method == b"HEAD" else body))
+                self.wfile.flush()
+
+    class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+        daemon_threads = True
+
+    server = Server(sock, Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return sock, server
+
+
+def containers_json(sock):
+    """GET /containers/json from the engine at `sock`, the body's bytes."""
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(sock)
+    s.sendall(b"GET /v1.45/containers/json HTTP/1.0\r\nHost: x\r\n\r\n")
+    data = b""
+    while chunk := s.recv(65536):
+        data += chunk
+    s.close()
+    return data.split(b"\r\n\r\n", 1)[1]
 
 
 def start_berth(work):
@@ -167,6 +215,13 @@ def main():
                 record(e, "start_50", (time.perf_counter() - t) * 1000)
             for _ in range(args.n):
                 record(e, "ps_50", timed(lambda: e.docker("ps")))
+            if e.name == "berth":
+                stub_sock, stub = start_stub(work, containers_json(e.sock))
+                floor = []
+                for _ in range(args.n):
+                    floor.append(timed(lambda: subprocess.run(
+                        ["docker", "-H", f"unix://{stub_sock}", "ps"], capture_output=True, check=True)))
+                stub.shutdown()
             e.docker("rm", "-f", *ids, check=False)
 
         print(f"{args.n} iterations; medians in ms; ratio = berth / dockerd")
@@ -175,6 +230,9 @@ def main():
             b = statistics.median(results["berth"][key])
             d = statistics.median(results["dockerd"][key])
             print(f"{key:<12} {b:>10.1f} {d:>10.1f} {b / d:>8.2f}")
+        f = statistics.median(floor)
+        d = statistics.median(results["dockerd"]["ps_50"])
+        print(f"{'ps_50 floor':<12} {f:>10.1f} {d:>10.1f} {f / d:>8.2f}   (docker CLI against an instant stub)")
         b, d = idle["berth"], idle["dockerd"]
         print(f"{'idle PSS KiB':<12} {b:>10} {d:>10} {b / d:>8.2f}   (dockerd includes its containerd)")
     finally:
