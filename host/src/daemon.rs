@@ -43,6 +43,10 @@ pub struct DaemonArgs {
     /// Upstream resolver of the embedded DNS (repeatable); default: the host's resolv.conf.
     #[arg(long = "dns-upstream")]
     dns_upstreams: Vec<String>,
+    /// MTU of the default network's links and containers (as dockerd's `--mtu`); unset: the
+    /// links are 65535 and the containers' default routes 1500 (see docs/network.md).
+    #[arg(long)]
+    mtu: Option<u32>,
 }
 
 /// `daemon.json` (the keys dockerd uses).
@@ -58,6 +62,7 @@ struct ConfigFile {
     insecure_registries: Vec<String>,
     #[serde(default)]
     debug: bool,
+    mtu: Option<u32>,
 }
 
 fn load_config(args: &DaemonArgs) -> Result<ConfigFile> {
@@ -214,6 +219,7 @@ pub fn run(args: DaemonArgs) -> Result<()> {
                 default_subnet: args.bip.clone(),
                 firewall_table: args.nft_table.clone(),
                 dns_upstreams: (!args.dns_upstreams.is_empty()).then(|| args.dns_upstreams.clone()),
+                mtu: args.mtu.or(config.mtu),
             }),
         };
         let state = Arc::new(ApiState::new(images, info)?);

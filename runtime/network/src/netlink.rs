@@ -20,7 +20,8 @@ use netlink_packet_route::link::{
     LinkFlags, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteMetric, RouteProtocol,
+    RouteScope, RouteType,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
@@ -316,8 +317,14 @@ impl Netlink {
         )
     }
 
-    /// Adds a default route via `gateway` out of link `index` (main table).
-    pub fn add_default_route(&mut self, index: u32, gateway: IpAddr) -> io::Result<()> {
+    /// Adds a default route via `gateway` out of link `index` (main table), with an MTU of its
+    /// own when `mtu` is given (below the link's: see the manager's `JUMBO_MTU`).
+    pub fn add_default_route(
+        &mut self,
+        index: u32,
+        gateway: IpAddr,
+        mtu: Option<u32>,
+    ) -> io::Result<()> {
         let mut msg = RouteMessage::default();
         msg.header.address_family = family(gateway);
         msg.header.table = RouteHeader::RT_TABLE_MAIN;
@@ -329,6 +336,10 @@ impl Netlink {
             IpAddr::V6(v) => RouteAddress::Inet6(v),
         }));
         msg.attributes.push(RouteAttribute::Oif(index));
+        if let Some(mtu) = mtu {
+            msg.attributes
+                .push(RouteAttribute::Metrics(vec![RouteMetric::Mtu(mtu)]));
+        }
         self.request(
             RouteNetlinkMessage::NewRoute(msg),
             NLM_F_CREATE | NLM_F_EXCL,

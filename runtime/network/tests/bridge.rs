@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use berth_network::dns::{build_query, parse_response};
 use berth_network::{
     parse_port_spec, AttachRequest, CreateOptions, FirewallBackend, ManagerConfig, NetworkError,
-    NetworkManager, PortMapping, Proto, SubnetRequest,
+    NetworkManager, PortMapping, Proto, SubnetRequest, OPT_MTU,
 };
 use common::{
     assert_clean, tcp_get, tcp_server, tcp_server6, udp_get, udp_server, udp_server6, Ns,
@@ -368,6 +368,71 @@ fn published_ports_answer_on_ipv6_through_dnat_or_the_proxy() {
         mgr.remove_all().expect("remove all");
     });
     drop((c4, c6));
+    assert_clean(&host);
+}
+
+#[test]
+fn links_are_jumbo_while_default_routes_keep_the_network_mtu() {
+    require_root!();
+    let host = Ns::host();
+    let (c1, c2) = (Ns::new("mtu1"), Ns::new("mtu2"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    host.run(|| {
+        let mgr = manager(&dir);
+        let def = mgr.ensure_default().expect("default network");
+        let gateway = def.ipam[0].gateway;
+        let e1 = mgr
+            .attach(&AttachRequest::new("bridge", "m1", c1.path()))
+            .expect("attach m1");
+        let mut small = CreateOptions::named("small");
+        small.options.insert(OPT_MTU.into(), "1400".into());
+        mgr.create_network(small).expect("network with an MTU");
+        let e2 = mgr
+            .attach(&AttachRequest::new("small", "m2", c2.path()))
+            .expect("attach m2");
+        let link = |ns: &Ns, dev: &str| ns.ip(&["-o", "link", "show", dev]);
+
+        // No MTU option: every link of the network is jumbo, the default route is not.
+        for l in [
+            link(&c1, "eth0"),
+            link(&host, &def.bridge),
+            link(&host, &e1.host_veth),
+        ] {
+            assert!(l.contains(" mtu 65535 "), "{l}");
+        }
+        let route = c1.ip(&["route", "show", "default"]);
+        assert!(route.contains(" mtu 1500"), "{route}");
+        // An MTU option: that MTU on the links, as in Docker, and none on the route.
+        for l in [link(&c2, "eth0"), link(&host, &e2.host_veth)] {
+            assert!(l.contains(" mtu 1400 "), "{l}");
+        }
+        let route = c2.ip(&["route", "show", "default"]);
+        assert!(!route.contains("mtu"), "{route}");
+
+        // What TCP makes of it: the MSS a server on the host sees from the container is
+        // jumbo on the bridge's subnet (the gateway), and 1500's beyond the default route
+        // (the host's uplink address stands for any address outside).
+        let listener = std::net::TcpListener::bind("0.0.0.0:18200").expect("listen");
+        let mss_from = |ip: IpAddr| -> u32 {
+            let addr = SocketAddr::new(ip, 18200);
+            let client = c1.run(move || std::net::TcpStream::connect(addr).expect("connect"));
+            let (server, _) = listener.accept().expect("accept");
+            let mss = nix::sys::socket::getsockopt(&server, nix::sys::socket::sockopt::TcpMaxSeg)
+                .expect("TCP_MAXSEG");
+            drop(client);
+            mss
+        };
+        // (Until data flows, TCP also caps the MSS at half the peer's window: 32 KiB here.)
+        let inside = mss_from(gateway);
+        assert!(inside > 9000, "MSS on the bridge's subnet: {inside}");
+        let outside = mss_from("192.0.2.10".parse().expect("ip"));
+        assert!(outside <= 1460, "MSS beyond the default route: {outside}");
+
+        mgr.detach("bridge", "m1").expect("detach");
+        mgr.detach("small", "m2").expect("detach");
+        mgr.remove_all().expect("remove all");
+    });
+    drop((c1, c2));
     assert_clean(&host);
 }
 

@@ -49,6 +49,8 @@ pub struct NetworkConfig {
     pub firewall_table: String,
     /// Upstream resolvers of the embedded DNS; `None`: the host's `/etc/resolv.conf`.
     pub dns_upstreams: Option<Vec<String>>,
+    /// MTU of the default network (`--mtu`); `None`: see `berth_network::DEFAULT_MTU`.
+    pub mtu: Option<u32>,
 }
 
 impl Default for NetworkConfig {
@@ -58,6 +60,7 @@ impl Default for NetworkConfig {
             default_subnet: None,
             firewall_table: "berth".into(),
             dns_upstreams: None,
+            mtu: None,
         }
     }
 }
@@ -160,6 +163,12 @@ impl Networking {
         let mut mc = ManagerConfig::new(root.join("network"));
         mc.default_bridge = cfg.bridge.clone();
         mc.firewall_table = cfg.firewall_table.clone();
+        if let Some(mtu) = cfg.mtu {
+            if !(68..=65535).contains(&mtu) {
+                return Err(invalid(format!("invalid MTU {mtu}: use 68-65535")));
+            }
+            mc.default_mtu = Some(mtu);
+        }
         if let Some(s) = &cfg.default_subnet {
             mc.default_subnet = Some(
                 s.parse()
