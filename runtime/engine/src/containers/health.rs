@@ -180,9 +180,10 @@ pub fn record_result(
 
 impl ContainerService {
     /// Runs the container's health check until it stops; a no-op for a
-    /// container without one. Call after each start (and for running
-    /// containers when the daemon starts).
-    pub(super) fn watch_health(&self, id: &str) {
+    /// container without one. Call after each start with `new_run` (the state
+    /// becomes "starting" at once), and for running containers when the daemon
+    /// starts (their state carries on).
+    pub(super) fn watch_health(&self, id: &str, new_run: bool) {
         let dir = self.dir(id);
         let Ok(record) = store::read_record(&dir) else {
             return;
@@ -199,6 +200,13 @@ impl ContainerService {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
+        // "starting" from the moment the start returns, as in Docker: an inspect right after
+        // `docker run -d` must not find the health state missing.
+        if new_run || record.state.health.is_none() {
+            let _ = store::update_record(&self.dir(id), |r| {
+                r.state.health = Some(Health::default());
+            });
+        }
         let this = self.clone();
         let id = id.to_string();
         runtime.spawn(async move { this.health_loop(&id, check).await });

@@ -257,7 +257,7 @@ impl ContainerService {
         for id in service.ids() {
             service.events_adopt(&id);
             service.restore(&id);
-            service.watch_health(&id);
+            service.watch_health(&id, false);
         }
         service.restore_networks();
         Ok(service)
@@ -562,7 +562,7 @@ impl ContainerService {
             return Err(e);
         }
         self.observe(&started_id);
-        self.watch_health(&started_id);
+        self.watch_health(&started_id, true);
         if auto_remove {
             // `--rm`: once the container is done (restart policies are
             // refused with auto-remove), remove it. If the daemon goes away
