@@ -450,9 +450,13 @@ impl Vm for QemuVm {
     }
 
     fn kill(&mut self) {
-        for child in [Some(&mut self.qemu), Some(&mut self.backend), self.passt.as_mut()]
-            .into_iter()
-            .flatten()
+        for child in [
+            Some(&mut self.qemu),
+            Some(&mut self.backend),
+            self.passt.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
         {
             let _ = child.kill();
             let _ = child.wait();
@@ -503,7 +507,9 @@ mod tests {
         s.outbound_network = true;
         let args = qemu_args(&s).join(" ");
         assert!(
-            args.contains("-netdev stream,id=net0,server=off,addr.type=unix,addr.path=/m/passt/passt.sock"),
+            args.contains(
+                "-netdev stream,id=net0,server=off,addr.type=unix,addr.path=/m/passt/passt.sock"
+            ),
             "{args}"
         );
         assert!(args.contains("virtio-net-device,netdev=net0"), "{args}");
