@@ -38,24 +38,29 @@ pub async fn serve_endpoint(
         tokio::select! {
             _ = &mut stop => return,
             accepted = listener.accept() => {
-                let Ok((mut client, _)) = accepted else { continue };
-                let vsock = vsock.clone();
-                tokio::spawn(async move {
-                    match vsock.connect(FRAMED_API_PORT, CONNECT_TIMEOUT).await {
-                        Ok(guest) => splice_until_guest_closes(client, guest).await,
-                        Err(e) => {
-                            // The client speaks HTTP: answer in kind so
-                            // `docker` prints a readable error.
-                            let body = format!("{{\"message\":\"the Berth VM is not answering: {e}\"}}");
-                            let reply = format!(
-                                "HTTP/1.1 502 Bad Gateway\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                                body.len()
-                            );
-                            let _ = client.write_all(reply.as_bytes()).await;
-                        }
-                    }
-                });
+                let Ok((client, _)) = accepted else { continue };
+                tokio::spawn(serve_endpoint_client(client, vsock.clone()));
             }
+        }
+    }
+}
+
+/// One client of the host endpoint (Unix socket or named pipe): spliced to
+/// the guest's framed API port, or told in HTTP why not, so `docker` prints a
+/// readable error.
+pub(crate) async fn serve_endpoint_client<C>(mut client: C, vsock: HostVsock)
+where
+    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    match vsock.connect(FRAMED_API_PORT, CONNECT_TIMEOUT).await {
+        Ok(guest) => splice_until_guest_closes(client, guest).await,
+        Err(e) => {
+            let body = format!("{{\"message\":\"the Berth VM is not answering: {e}\"}}");
+            let reply = format!(
+                "HTTP/1.1 502 Bad Gateway\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = client.write_all(reply.as_bytes()).await;
         }
     }
 }
@@ -66,7 +71,7 @@ pub async fn serve_endpoint(
 /// guest's side ends the whole client connection is closed, as the daemon's
 /// own socket would be (a half-close alone leaves HTTP clients waiting
 /// after an attach stream ends).
-pub(crate) async fn splice_until_guest_closes<C>(client: C, guest: VsockStream)
+async fn splice_until_guest_closes<C>(client: C, guest: VsockStream)
 where
     C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {

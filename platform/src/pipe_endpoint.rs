@@ -5,16 +5,11 @@
 //! not type-checked on Linux.
 
 use std::future::Future;
-use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
 use tokio::net::windows::named_pipe::ServerOptions;
 
-use crate::forward::splice_until_guest_closes;
-use crate::protocol::FRAMED_API_PORT;
+use crate::forward::serve_endpoint_client;
 use crate::vsock::HostVsock;
-
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves `pipe` until `stop`. Fails at once if another process already
 /// serves a pipe of that name.
@@ -37,21 +32,8 @@ pub async fn serve_pipe_endpoint(
                     server = ServerOptions::new().create(pipe)?;
                     continue;
                 }
-                let mut client = std::mem::replace(&mut server, ServerOptions::new().create(pipe)?);
-                let vsock = vsock.clone();
-                tokio::spawn(async move {
-                    match vsock.connect(FRAMED_API_PORT, CONNECT_TIMEOUT).await {
-                        Ok(guest) => splice_until_guest_closes(client, guest).await,
-                        Err(e) => {
-                            let body = format!("{{\"message\":\"the Berth VM is not answering: {e}\"}}");
-                            let reply = format!(
-                                "HTTP/1.1 502 Bad Gateway\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                                body.len()
-                            );
-                            let _ = client.write_all(reply.as_bytes()).await;
-                        }
-                    }
-                });
+                let client = std::mem::replace(&mut server, ServerOptions::new().create(pipe)?);
+                tokio::spawn(serve_endpoint_client(client, vsock.clone()));
             }
         }
     }
