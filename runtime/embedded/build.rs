@@ -86,6 +86,12 @@ fn compile(program: &str, target: &str, out: &std::path::Path) {
         // Flags meant for the workspace's own crates are not meant for this program.
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .env_remove("RUSTFLAGS");
+    // ...but a sysroot is: a cross build (guest-image/cross-sysroot.sh) brings the target's
+    // `core` only through it.
+    println!("cargo::rerun-if-env-changed=CARGO_ENCODED_RUSTFLAGS");
+    if let Some(sysroot) = sysroot_flag(&env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default()) {
+        cmd.arg(format!("--sysroot={sysroot}"));
+    }
     // A linker configured for the target (as cargo's `target.<triple>.linker` would be, when
     // set through the environment) is needed for cross builds.
     let linker_var = format!(
@@ -114,6 +120,20 @@ fn compile(program: &str, target: &str, out: &std::path::Path) {
             String::from_utf8_lossy(&output.stderr)
         ));
     }
+}
+
+/// The `--sysroot` among cargo's encoded flags (separated by 0x1f), in either spelling.
+fn sysroot_flag(encoded: &str) -> Option<&str> {
+    let mut flags = encoded.split('\x1f');
+    while let Some(flag) = flags.next() {
+        if let Some(path) = flag.strip_prefix("--sysroot=") {
+            return Some(path);
+        }
+        if flag == "--sysroot" {
+            return flags.next();
+        }
+    }
+    None
 }
 
 fn var(name: &str) -> String {
