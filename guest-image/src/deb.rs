@@ -1,6 +1,8 @@
 //! Debian packages: the kernel and the userland the engine runs in the guest (`nft` and the
-//! libraries it links), fetched with `apt-get download` into the cache, unpacked with
-//! `dpkg-deb`.
+//! libraries it links, busybox), for the guest's architecture, which need not be the host's.
+//! apt runs with its own sources list and state in the cache (the host's apt setup is neither
+//! used nor touched) and checks the archive's signatures against Debian's keyring as always;
+//! packages are unpacked with `dpkg-deb`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -73,18 +75,142 @@ pub fn find_kernel(tree: &Path) -> Result<KernelTree, GuestImageError> {
     })
 }
 
-/// Downloads the current `linux-image-<arch>` kernel package into
-/// `<cache>/debs` with `apt-get download` (once; later calls find it).
+/// The Debian release the guest is built from.
+pub const SUITE: &str = "bookworm";
+const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
+const DEFAULT_KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
+/// How long downloaded package lists are trusted before apt refreshes them.
+const LISTS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// apt with a private state for one architecture (`amd64`, `arm64`) under the cache.
+pub struct Apt {
+    arch: String,
+    state: PathBuf,
+    debs: PathBuf,
+}
+
+impl Apt {
+    /// Prepares the private state and refreshes its package lists when older than a day.
+    /// `$BERTH_DEBIAN_MIRROR` and `$BERTH_DEBIAN_KEYRING` override the mirror and keyring.
+    pub fn new(cache: &Path, arch: &str) -> Result<Self, GuestImageError> {
+        if arch.is_empty() || !arch.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(GuestImageError::Command {
+                command: "apt".into(),
+                detail: format!("{arch:?} is not a Debian architecture name"),
+            });
+        }
+        let keyring = std::env::var_os("BERTH_DEBIAN_KEYRING")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_KEYRING));
+        if !keyring.is_file() {
+            return Err(GuestImageError::MissingInput {
+                what: "Debian's archive keyring",
+                path: keyring,
+                hint:
+                    " (Debian: apt-get install debian-archive-keyring, or set BERTH_DEBIAN_KEYRING)",
+            });
+        }
+        let mirror =
+            std::env::var("BERTH_DEBIAN_MIRROR").unwrap_or_else(|_| DEFAULT_MIRROR.to_string());
+        let state = cache.join("apt").join(format!("{arch}-{SUITE}"));
+        let debs = cache.join("debs").join(arch);
+        for dir in [
+            state.join("lists/partial"),
+            state.join("archives/partial"),
+            debs.clone(),
+        ] {
+            std::fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
+        }
+        let sources = state.join("sources.list");
+        let line = format!(
+            "deb [arch={arch} signed-by={}] {mirror} {SUITE} main\n",
+            keyring.display()
+        );
+        std::fs::write(&sources, line).map_err(io("writing", &sources))?;
+        let apt = Self {
+            arch: arch.to_string(),
+            state,
+            debs,
+        };
+        apt.refresh_lists()?;
+        Ok(apt)
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let s = self.state.display();
+        let mut cmd = Command::new(program);
+        cmd.arg("-q");
+        for opt in [
+            format!("APT::Architecture={}", self.arch),
+            format!("APT::Architectures={}", self.arch),
+            format!("Dir::Etc::SourceList={s}/sources.list"),
+            "Dir::Etc::SourceParts=/nonexistent".into(),
+            format!("Dir::State::Lists={s}/lists"),
+            format!("Dir::Cache={s}"),
+            "Dir::State::status=/dev/null".into(),
+            "Acquire::Languages=none".into(),
+            "Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false".into(),
+            "Acquire::IndexTargets::deb::DEP-11-icons::DefaultEnabled=false".into(),
+            "Acquire::IndexTargets::deb::Contents-deb::DefaultEnabled=false".into(),
+            // The state is ours alone: no lock on the host's, and no _apt user needed to write it.
+            "Debug::NoLocking=1".into(),
+            "APT::Sandbox::User=root".into(),
+        ] {
+            cmd.arg("-o").arg(opt);
+        }
+        cmd
+    }
+
+    fn refresh_lists(&self) -> Result<(), GuestImageError> {
+        let stamp = self.state.join("lists/.updated");
+        let fresh = std::fs::metadata(&stamp)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age < LISTS_MAX_AGE);
+        if fresh {
+            return Ok(());
+        }
+        run(self.command("apt-get").arg("update"))?;
+        std::fs::write(&stamp, b"").map_err(io("writing", &stamp))
+    }
+
+    /// `<cache>/debs/<arch>/<package>_*.deb`, downloaded unless already there.
+    pub fn download(&self, package: &str) -> Result<PathBuf, GuestImageError> {
+        let existing = |debs: &Path| -> Option<PathBuf> {
+            std::fs::read_dir(debs)
+                .ok()?
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .find(|p| {
+                    p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                        n.starts_with(&format!("{package}_")) && n.ends_with(".deb")
+                    })
+                })
+        };
+        if let Some(found) = existing(&self.debs) {
+            return Ok(found);
+        }
+        run(self
+            .command("apt-get")
+            .args(["download", package])
+            .current_dir(&self.debs))?;
+        existing(&self.debs).ok_or_else(|| GuestImageError::Command {
+            command: format!("apt-get download {package}"),
+            detail: "no package file appeared".into(),
+        })
+    }
+}
+
+/// Downloads the current `linux-image-<arch>` kernel package (once; later calls find it).
 /// `$BERTH_KERNEL_DEB` names a package to use instead.
-pub fn fetch_kernel_deb(cache: &Path) -> Result<PathBuf, GuestImageError> {
+pub fn fetch_kernel_deb(apt: &Apt) -> Result<PathBuf, GuestImageError> {
     if let Some(p) = std::env::var_os("BERTH_KERNEL_DEB") {
         return Ok(PathBuf::from(p));
     }
-    let debs = cache.join("debs");
-    std::fs::create_dir_all(&debs).map_err(io("creating", &debs))?;
-    let meta = "linux-image-amd64";
+    let meta = format!("linux-image-{}", apt.arch);
     // The metapackage names the versioned package.
-    let depends = run(Command::new("apt-cache").args(["depends", meta]))?;
+    let depends = run(apt.command("apt-cache").args(["depends", &meta]))?;
     let package = depends
         .lines()
         .filter_map(|l| l.trim().strip_prefix("Depends: "))
@@ -94,17 +220,38 @@ pub fn fetch_kernel_deb(cache: &Path) -> Result<PathBuf, GuestImageError> {
             command: format!("apt-cache depends {meta}"),
             detail: "no linux-image dependency".into(),
         })?;
-    download(&debs, &package)
+    apt.download(&package)
+}
+
+/// Debian's static busybox for the guest, unpacked from `busybox-static` into the cache.
+pub fn fetch_busybox(apt: &Apt, cache: &Path) -> Result<PathBuf, GuestImageError> {
+    let deb = apt.download("busybox-static")?;
+    let stem = deb
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let dir = cache.join("busybox").join(stem);
+    let busybox = dir.join("busybox");
+    if busybox.is_file() {
+        return Ok(busybox);
+    }
+    let tree = dir.join(format!(".tree-{}", std::process::id()));
+    std::fs::create_dir_all(&tree).map_err(io("creating", &tree))?;
+    extract(&deb, &tree)?;
+    let unpacked = tree.join("bin/busybox");
+    let result = std::fs::rename(&unpacked, &busybox).map_err(io("unpacking", &unpacked));
+    let _ = std::fs::remove_dir_all(&tree);
+    result.map(|()| busybox)
 }
 
 /// The packages the guest's userland is made of: `nft` (the engine programs the guest's
 /// packet filter with it, as on a host) and everything it depends on, as apt resolves it.
 pub const USERLAND_ROOTS: &[&str] = &["nftables"];
 
-/// Downloads [`USERLAND_ROOTS`] and their dependencies (not recommends) into `<cache>/debs`;
+/// Downloads [`USERLAND_ROOTS`] and their dependencies (not recommends);
 /// `$BERTH_USERLAND_DEBS` (a directory of `.deb` files) is used instead when set. Sorted, so
 /// the image digest does not depend on directory order.
-pub fn fetch_userland_debs(cache: &Path) -> Result<Vec<PathBuf>, GuestImageError> {
+pub fn fetch_userland_debs(apt: &Apt) -> Result<Vec<PathBuf>, GuestImageError> {
     if let Some(dir) = std::env::var_os("BERTH_USERLAND_DEBS") {
         let dir = PathBuf::from(dir);
         let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
@@ -116,9 +263,8 @@ pub fn fetch_userland_debs(cache: &Path) -> Result<Vec<PathBuf>, GuestImageError
         found.sort();
         return Ok(found);
     }
-    let debs = cache.join("debs");
-    std::fs::create_dir_all(&debs).map_err(io("creating", &debs))?;
-    let mut args = vec![
+    let mut cmd = apt.command("apt-cache");
+    cmd.args([
         "depends",
         "--recurse",
         "--no-recommends",
@@ -127,43 +273,20 @@ pub fn fetch_userland_debs(cache: &Path) -> Result<Vec<PathBuf>, GuestImageError
         "--no-breaks",
         "--no-replaces",
         "--no-enhances",
-    ];
-    args.extend(USERLAND_ROOTS);
-    let listing = run(Command::new("apt-cache").args(&args))?;
+    ]);
+    cmd.args(USERLAND_ROOTS);
+    let listing = run(&mut cmd)?;
     let mut packages: Vec<&str> = listing
         .lines()
         // Package names start a line; their relations are indented; virtual ones are <named>.
         .filter(|l| !l.starts_with(' ') && !l.starts_with('<') && !l.is_empty())
+        // apt-cache qualifies packages of a foreign architecture (`libc6:arm64`).
+        .map(|l| l.split(':').next().unwrap_or(l))
         .collect();
     packages.sort_unstable();
     packages.dedup();
     packages
         .into_iter()
-        .map(|package| download(&debs, package))
+        .map(|package| apt.download(package))
         .collect()
-}
-
-/// `<debs>/<package>_*.deb`, downloaded unless already there.
-fn download(debs: &Path, package: &str) -> Result<PathBuf, GuestImageError> {
-    let existing = |debs: &Path| -> Option<PathBuf> {
-        std::fs::read_dir(debs)
-            .ok()?
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .find(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with(&format!("{package}_")) && n.ends_with(".deb"))
-            })
-    };
-    if let Some(found) = existing(debs) {
-        return Ok(found);
-    }
-    run(Command::new("apt-get")
-        .args(["download", "-q", package])
-        .current_dir(debs))?;
-    existing(debs).ok_or_else(|| GuestImageError::Command {
-        command: format!("apt-get download {package}"),
-        detail: "no package file appeared".into(),
-    })
 }

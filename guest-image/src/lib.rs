@@ -28,7 +28,7 @@ use sha2::{Digest, Sha256};
 pub use modules::{resolve, BOOT_MODULES, LATER_MARKER, LATER_MODULES};
 
 /// Bumped whenever the archive layout changes.
-const FORMAT: &str = "berth-guest-image/3";
+const FORMAT: &str = "berth-guest-image/4";
 
 #[derive(Debug, thiserror::Error)]
 pub enum GuestImageError {
@@ -94,12 +94,7 @@ impl GuestImage {
     }
 }
 
-pub use deb::{fetch_kernel_deb, fetch_userland_debs, USERLAND_ROOTS};
-
-/// Debian's static busybox, where `busybox-static` installs it.
-pub fn default_busybox() -> PathBuf {
-    PathBuf::from("/bin/busybox")
-}
+pub use deb::{fetch_busybox, fetch_kernel_deb, fetch_userland_debs, Apt, SUITE, USERLAND_ROOTS};
 
 fn digest_inputs(inputs: &Inputs) -> Result<String> {
     let mut h = Sha256::new();
@@ -175,7 +170,7 @@ fn build_into(inputs: &Inputs, work: &Path) -> Result<()> {
     std::fs::create_dir_all(&tree).map_err(io("creating", &tree))?;
     deb::extract(&inputs.kernel_deb, &tree)?;
     let kernel = deb::find_kernel(&tree)?;
-    std::fs::copy(&kernel.vmlinuz, work.join("vmlinuz")).map_err(io("copying", &kernel.vmlinuz))?;
+    install_kernel(&kernel.vmlinuz, &work.join("vmlinuz"))?;
     let boot = resolve(&kernel.modules_dir, BOOT_MODULES)?;
     let later: Vec<String> = resolve(&kernel.modules_dir, LATER_MODULES)?
         .into_iter()
@@ -225,6 +220,22 @@ fn build_into(inputs: &Inputs, work: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Copies the kernel, decompressing a gzip-wrapped one (Debian's arm64 `vmlinuz` is a gzipped
+/// `Image`): Virtualization.framework boots only an uncompressed arm64 kernel, and QEMU boots
+/// both.
+fn install_kernel(packaged: &Path, dest: &Path) -> Result<()> {
+    let bytes = std::fs::read(packaged).map_err(io("reading", packaged))?;
+    let kernel = if bytes.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::with_capacity(bytes.len() * 3);
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut out)
+            .map_err(io("decompressing", packaged))?;
+        out
+    } else {
+        bytes
+    };
+    std::fs::write(dest, kernel).map_err(io("writing", dest))
+}
+
 /// Where `nft` is, in its package and in the image.
 const NFT: &str = "usr/sbin/nft";
 
@@ -249,7 +260,8 @@ fn add_userland(archive: &mut cpio::Archive, debs: &[PathBuf], tree: &Path) -> R
     }
     archive.parents(NFT);
     archive.file_from(NFT, 0o755, &nft)?;
-    let mut library_dirs = vec!["lib64".to_string()];
+    // The loader is in /lib64 on amd64 and in /lib on arm64.
+    let mut library_dirs = vec!["lib64".to_string(), "lib".to_string()];
     for base in ["lib", "usr/lib"] {
         let Ok(entries) = std::fs::read_dir(tree.join(base)) else {
             continue;

@@ -45,6 +45,67 @@ pub enum Accel {
     Tcg,
 }
 
+/// The guest's CPU architecture. It is the host's wherever the VM runs on a hypervisor
+/// (Apple silicon: aarch64); QEMU can also emulate the other one, which is how the arm64
+/// guest is tested on x86_64 hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GuestArch {
+    X86_64,
+    Aarch64,
+}
+
+impl GuestArch {
+    pub fn host() -> Self {
+        if cfg!(target_arch = "aarch64") {
+            Self::Aarch64
+        } else {
+            Self::X86_64
+        }
+    }
+
+    /// Accepts the Rust/kernel name and Debian's (`aarch64`/`arm64`, `x86_64`/`amd64`).
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "x86_64" | "amd64" => Ok(Self::X86_64),
+            "aarch64" | "arm64" => Ok(Self::Aarch64),
+            other => Err(MachineError::BadSetting(format!(
+                "unknown architecture {other:?} (x86_64 or aarch64)"
+            ))),
+        }
+    }
+
+    /// The name Debian's packages use.
+    pub fn debian(self) -> &'static str {
+        match self {
+            Self::X86_64 => "amd64",
+            Self::Aarch64 => "arm64",
+        }
+    }
+
+    /// The Rust target the static agent is built for.
+    pub fn rust_target(self) -> &'static str {
+        match self {
+            Self::X86_64 => "x86_64-unknown-linux-gnu",
+            Self::Aarch64 => "aarch64-unknown-linux-gnu",
+        }
+    }
+
+    /// The kernel's first serial console.
+    pub fn serial_console(self) -> &'static str {
+        match self {
+            Self::X86_64 => "ttyS0",
+            Self::Aarch64 => "ttyAMA0",
+        }
+    }
+}
+
+impl Default for GuestArch {
+    fn default() -> Self {
+        Self::host()
+    }
+}
+
 /// A host directory shared into the VM at the same path.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Share {
@@ -64,6 +125,9 @@ pub struct MachineConfig {
     pub cid: u32,
     #[serde(default)]
     pub accel: Accel,
+    /// Machines made before the architecture was recorded are the host's.
+    #[serde(default)]
+    pub arch: GuestArch,
     #[serde(default)]
     pub shares: Vec<Share>,
     /// Boot artefacts to use instead of the built guest image.
@@ -102,6 +166,7 @@ impl MachineConfig {
             disk_gib: 20,
             cid: 3,
             accel: Accel::Auto,
+            arch: GuestArch::host(),
             shares: Vec::new(),
             kernel: None,
             initrd: None,
@@ -315,6 +380,22 @@ pub fn process_alive(_pid: u32) -> bool {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn architectures_by_either_name() {
+        assert_eq!(GuestArch::parse("arm64").ok(), Some(GuestArch::Aarch64));
+        assert_eq!(GuestArch::parse("aarch64").ok(), Some(GuestArch::Aarch64));
+        assert_eq!(GuestArch::parse("amd64").ok(), Some(GuestArch::X86_64));
+        let err = GuestArch::parse("sparc64").expect_err("unknown");
+        assert!(err.to_string().contains("sparc64"), "{err}");
+        assert_eq!(GuestArch::Aarch64.debian(), "arm64");
+        assert_eq!(GuestArch::Aarch64.serial_console(), "ttyAMA0");
+        // A config written before the field existed is the host's architecture.
+        let old = r#"{"name":"m","cpus":1,"memory_mib":512,"disk_gib":1,"cid":3}"#;
+        let c: MachineConfig = serde_json::from_str(old).expect("old config");
+        assert_eq!(c.arch, GuestArch::host());
+    }
+
     use super::*;
 
     #[test]

@@ -50,18 +50,16 @@ fn find_in_path(name: &str) -> Option<PathBuf> {
     dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file())
 }
 
-/// The static agent the guest image needs: built by
+/// The static agent the guest image needs, for a Rust target: built by
 /// `guest-image/build-agent.sh` (CI runs it before the tests; built here if
 /// missing).
-fn static_agent() -> PathBuf {
-    if let Some(p) = std::env::var_os("BERTH_AGENT") {
-        return PathBuf::from(p);
-    }
+fn static_agent_for(target_triple: &str) -> PathBuf {
     let target = target_dir();
-    let agent = target.join("x86_64-unknown-linux-gnu/release/berth-agent");
+    let agent = target.join(target_triple).join("release/berth-agent");
     if !agent.exists() {
         let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let status = Command::new(repo.join("guest-image/build-agent.sh"))
+            .args(["--target", target_triple])
             .env("CARGO_TARGET_DIR", &target)
             .stdout(Stdio::null())
             .status()
@@ -69,6 +67,13 @@ fn static_agent() -> PathBuf {
         assert!(status.success(), "building the static agent failed");
     }
     agent
+}
+
+fn static_agent() -> PathBuf {
+    match std::env::var_os("BERTH_AGENT") {
+        Some(p) => PathBuf::from(p),
+        None => static_agent_for("x86_64-unknown-linux-gnu"),
+    }
 }
 
 struct Machines {
@@ -594,4 +599,90 @@ fn silent_initrd() -> Vec<u8> {
     entry("init", 0o100_755, (0, 0), &busybox);
     entry("TRAILER!!!", 0, (0, 0), &[]);
     out
+}
+
+/// The arm64 guest (what Apple silicon Macs run), emulated: the image is built from Debian's
+/// arm64 packages and the agent cross-built for aarch64, and the embedded image's program
+/// runs in it through the same host endpoint.
+#[test]
+fn arm64_guest_runs_containers() {
+    if !berth_tests::is_root() {
+        eprintln!("skipping: needs root");
+        return;
+    }
+    for tool in ["qemu-system-aarch64", "vhost-device-vsock"] {
+        if find_in_path(tool).is_none() {
+            eprintln!("skipping: {tool} is not installed (see .ci/run)");
+            return;
+        }
+    }
+    let home = tempfile::Builder::new()
+        .prefix("barm")
+        .tempdir_in("/tmp")
+        .expect("tempdir");
+    let mut m = Machines {
+        home,
+        berth: berth_binary(),
+        names: Vec::new(),
+    };
+    let agent = static_agent_for("aarch64-unknown-linux-gnu");
+    let cid = (100_003 + std::process::id() % 100_000).to_string();
+
+    let o = m.machine(&["init", "bad", "--arch", "sparc64"]);
+    assert!(
+        !o.status.success() && text(&o).contains("unknown architecture \"sparc64\""),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        !m.home.path().join("bad").exists(),
+        "a rejected machine left files"
+    );
+
+    let init = m
+        .cmd(&[
+            "machine",
+            "init",
+            "arm",
+            "--arch",
+            "aarch64",
+            "--cpus",
+            "1",
+            "--memory",
+            "1024",
+            "--disk",
+            "2",
+            "--cid",
+            &cid,
+            "--no-network",
+        ])
+        .env("BERTH_AGENT_ARM64", &agent)
+        .output()
+        .expect("berth machine init");
+    ok(init);
+    m.names.push("arm".into());
+    let timeout = START_TIMEOUT.as_secs().to_string();
+    let start = m
+        .cmd(&["machine", "start", "arm", "--timeout", &timeout])
+        .env("BERTH_AGENT_ARM64", &agent)
+        .output()
+        .expect("berth machine start");
+    assert!(
+        start.status.success(),
+        "{}\n{}",
+        text(&start),
+        m.diagnostics("arm")
+    );
+
+    let host = format!("unix://{}", m.socket("arm").display());
+    let info = ok(m.cmd(&["-H", &host, "info"]).output().expect("berth info"));
+    assert!(info.contains("Architecture: aarch64"), "{info}");
+    let hello = ok(m
+        .cmd(&["-H", &host, "run", "--rm", "hello"])
+        .output()
+        .expect("berth run"));
+    assert!(hello.contains("Hello from Berth"), "{hello}");
+
+    ok(m.machine(&["stop", "arm"]));
+    assert_no_vmm_left(&m, "arm");
 }

@@ -3,7 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use berth_guest_image::{GuestImage, Inputs};
+use berth_guest_image::{Apt, GuestImage, Inputs};
+use berth_platform::machine::GuestArch;
 
 /// Whether an ELF executable runs without a dynamic loader (no PT_INTERP).
 fn is_static_elf(path: &Path) -> bool {
@@ -41,52 +42,61 @@ fn is_static_elf(path: &Path) -> bool {
     })
 }
 
-/// `$BERTH_AGENT`, else a static `berth-agent` next to this executable or
-/// where `guest-image/build-agent.sh` puts it.
-pub fn find_agent() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os("BERTH_AGENT") {
+/// `$BERTH_AGENT_<ARCH>` (`$BERTH_AGENT` for the host's architecture), else a static
+/// `berth-agent` where `guest-image/build-agent.sh` puts it, or next to this executable (the
+/// host's architecture only).
+pub fn find_agent(arch: GuestArch) -> Result<PathBuf> {
+    let var = format!("BERTH_AGENT_{}", arch.debian().to_uppercase());
+    let from_env = std::env::var_os(&var).or_else(|| {
+        (arch == GuestArch::host())
+            .then(|| std::env::var_os("BERTH_AGENT"))
+            .flatten()
+    });
+    if let Some(p) = from_env {
         let p = PathBuf::from(p);
         if !is_static_elf(&p) {
-            bail!("BERTH_AGENT={} is not a static executable", p.display());
+            bail!("{} is not a static executable", p.display());
         }
         return Ok(p);
     }
     let exe = std::env::current_exe().context("finding the berth executable")?;
     let dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
-    let candidates = [
-        dir.join("berth-agent"),
-        dir.join("../x86_64-unknown-linux-gnu/release/berth-agent"),
-        dir.join("../../x86_64-unknown-linux-gnu/release/berth-agent"),
-    ];
+    let built = format!("{}/release/berth-agent", arch.rust_target());
+    let mut candidates = vec![dir.join("..").join(&built), dir.join("../..").join(&built)];
+    if arch == GuestArch::host() {
+        candidates.insert(0, dir.join("berth-agent"));
+    }
     candidates
         .iter()
         .find(|p| is_static_elf(p))
         .cloned()
         .with_context(|| {
             format!(
-                "no static berth-agent found (looked at {}); build it with guest-image/build-agent.sh or set BERTH_AGENT",
-                candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+                "no static berth-agent for {} found (looked at {}); build it with `guest-image/build-agent.sh --target {}` or set {var}",
+                arch.debian(),
+                candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
+                arch.rust_target()
             )
         })
 }
 
-pub fn ensure() -> Result<GuestImage> {
+/// The guest image for `arch`, built from Debian's packages of that architecture (cached).
+pub fn ensure(arch: GuestArch) -> Result<GuestImage> {
     let cache = berth_platform::cache_dir();
-    let busybox = std::env::var_os("BERTH_BUSYBOX")
-        .map(PathBuf::from)
-        .unwrap_or_else(berth_guest_image::default_busybox);
+    let apt = Apt::new(&cache, arch.debian()).context("preparing apt for the guest's packages")?;
+    let busybox = match std::env::var_os("BERTH_BUSYBOX") {
+        Some(p) => PathBuf::from(p),
+        None => berth_guest_image::fetch_busybox(&apt, &cache).context("getting busybox")?,
+    };
     if !is_static_elf(&busybox) {
-        bail!(
-            "{} is not a static busybox (Debian: apt-get install busybox-static, or set BERTH_BUSYBOX)",
-            busybox.display()
-        );
+        bail!("{} is not a static busybox", busybox.display());
     }
     let inputs = Inputs {
-        kernel_deb: berth_guest_image::fetch_kernel_deb(&cache)
+        kernel_deb: berth_guest_image::fetch_kernel_deb(&apt)
             .context("getting the kernel package")?,
-        agent: find_agent()?,
+        agent: find_agent(arch)?,
         busybox,
-        userland_debs: berth_guest_image::fetch_userland_debs(&cache)
+        userland_debs: berth_guest_image::fetch_userland_debs(&apt)
             .context("getting the guest's userland packages (nftables)")?,
     };
     berth_guest_image::build(&inputs, &cache).context("building the guest image")

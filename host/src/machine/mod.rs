@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use berth_platform::machine::{
-    Accel, MachineConfig, MachineDir, MachineState, MachineStatus, Share,
+    Accel, GuestArch, MachineConfig, MachineDir, MachineState, MachineStatus, Share,
 };
 use clap::{Parser, Subcommand};
 
@@ -80,6 +80,10 @@ struct InitArgs {
     /// Accelerator: auto (TCG unless kvm is chosen), kvm or tcg.
     #[arg(long, default_value = "auto", value_parser = ["auto", "kvm", "tcg"])]
     accel: String,
+    /// The guest's architecture: the host's by default; the other one runs
+    /// emulated (QEMU only), e.g. to test the arm64 guest of Apple silicon.
+    #[arg(long, value_name = "x86_64|aarch64")]
+    arch: Option<String>,
     /// Boot this kernel instead of the built guest image.
     #[arg(long, requires = "initrd")]
     kernel: Option<PathBuf>,
@@ -252,6 +256,9 @@ fn init(a: InitArgs, out: &mut dyn std::io::Write) -> Result<()> {
         "tcg" => Accel::Tcg,
         _ => Accel::Auto,
     };
+    if let Some(arch) = &a.arch {
+        config.arch = GuestArch::parse(arch)?;
+    }
     config.shares = a
         .shares
         .iter()
@@ -276,7 +283,7 @@ fn init(a: InitArgs, out: &mut dyn std::io::Write) -> Result<()> {
     let result = (|| -> Result<()> {
         berth_guest_image::create_data_disk(&d.disk(), config.disk_gib)?;
         if config.kernel.is_none() {
-            let img = image::ensure()?;
+            let img = image::ensure(config.arch)?;
             eprintln!("guest image: {}", img.dir.display());
         }
         d.save(&config)?;

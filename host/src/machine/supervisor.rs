@@ -85,7 +85,8 @@ fn boot_cmdline(
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
     let mut cmdline = format!(
-        "console=ttyS0 reboot=t panic=-1 quiet loglevel=4 rdinit=/init {}={}.{:09}",
+        "console={} reboot=t panic=-1 quiet loglevel=4 rdinit=/init {}={}.{:09}",
+        config.arch.serial_console(),
         berth_platform::protocol::CMDLINE_TIME,
         now.as_secs(),
         now.subsec_nanos()
@@ -113,7 +114,7 @@ async fn supervise(
     let (kernel, initrd) = match (&config.kernel, &config.initrd) {
         (Some(k), Some(i)) => (k.clone(), i.clone()),
         _ => {
-            let img = image::ensure()?;
+            let img = image::ensure(config.arch)?;
             (img.kernel, img.initrd)
         }
     };
@@ -144,6 +145,7 @@ async fn supervise(
         hostfwd: config.hostfwd.clone(),
         outbound_network: config.outbound_network,
         accel: config.accel,
+        arch: config.arch,
     };
     let _ = std::fs::remove_file(d.console_log());
     let launched = Instant::now();

@@ -32,7 +32,7 @@ pub mod vz_config;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::machine::{Accel, Share};
+use crate::machine::{Accel, GuestArch, Share};
 use crate::vsock::HostVsock;
 
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +102,8 @@ pub struct LaunchSpec {
     /// only attached when this is non-empty.
     pub hostfwd: Vec<String>,
     pub accel: Accel,
+    /// The guest's architecture (the kernel, the initramfs and QEMU's machine follow it).
+    pub arch: GuestArch,
     /// A network device with outbound access through the host (NAT), where
     /// the guest cannot reach the host's own loopback services.
     pub outbound_network: bool,

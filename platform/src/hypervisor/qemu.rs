@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::{Capabilities, Hypervisor, HypervisorError, LaunchSpec, Vm};
-use crate::machine::Accel;
+use crate::machine::{Accel, GuestArch};
 use crate::vsock::hybrid::HybridVsock;
 use crate::vsock::HostVsock;
 
@@ -82,13 +82,7 @@ impl Qemu {
     /// Finds `qemu-system-x86_64` and `vhost-device-vsock` (`$BERTH_QEMU`,
     /// `$BERTH_VHOST_VSOCK`, `$PATH`, `~/.cargo/bin`).
     pub fn locate() -> Result<Self, HypervisorError> {
-        let qemu = find_program("BERTH_QEMU", "qemu-system-x86_64").ok_or_else(|| {
-            HypervisorError::Missing {
-                what: "qemu-system-x86_64".into(),
-                hint: "install it (Debian: apt-get install qemu-system-x86) or set BERTH_QEMU"
-                    .into(),
-            }
-        })?;
+        let qemu = find_qemu(GuestArch::host())?;
         let vhost_vsock = find_program("BERTH_VHOST_VSOCK", "vhost-device-vsock").ok_or_else(
             || HypervisorError::Missing {
                 what: "vhost-device-vsock".into(),
@@ -103,6 +97,24 @@ impl Qemu {
             passt,
         })
     }
+}
+
+/// `qemu-system-<arch>` (`$BERTH_QEMU` for the host's architecture, `$BERTH_QEMU_<ARCH>`).
+fn find_qemu(arch: GuestArch) -> Result<PathBuf, HypervisorError> {
+    let (name, package) = match arch {
+        GuestArch::X86_64 => ("qemu-system-x86_64", "qemu-system-x86"),
+        GuestArch::Aarch64 => ("qemu-system-aarch64", "qemu-system-arm"),
+    };
+    let env = format!("BERTH_QEMU_{}", arch.debian().to_uppercase());
+    let found = if arch == GuestArch::host() && std::env::var_os("BERTH_QEMU").is_some() {
+        find_program("BERTH_QEMU", name)
+    } else {
+        find_program(&env, name)
+    };
+    found.ok_or_else(|| HypervisorError::Missing {
+        what: name.into(),
+        hint: format!("install it (Debian: apt-get install {package}) or set {env}"),
+    })
 }
 
 fn find_program(env: &str, name: &str) -> Option<PathBuf> {
@@ -153,6 +165,15 @@ pub fn qemu_args(spec: &LaunchSpec) -> Vec<String> {
         Accel::Kvm => "kvm",
         Accel::Auto | Accel::Tcg => "tcg",
     };
+    // Both machines put virtio devices on MMIO, so the `-device` lines below are the same.
+    // Emulated aarch64 runs a Cortex-A72: `max` adds pointer authentication and SVE, which
+    // TCG computes slowly for every function call.
+    let (machine, cpu) = match (spec.arch, accel) {
+        (GuestArch::X86_64, "kvm") => ("microvm,memory-backend=mem", "host"),
+        (GuestArch::X86_64, _) => ("microvm,memory-backend=mem", "max"),
+        (GuestArch::Aarch64, "kvm") => ("virt,memory-backend=mem", "host"),
+        (GuestArch::Aarch64, _) => ("virt,memory-backend=mem", "cortex-a72"),
+    };
     let mut a: Vec<String> = vec![
         "-nodefaults".into(),
         "-no-user-config".into(),
@@ -160,11 +181,11 @@ pub fn qemu_args(spec: &LaunchSpec) -> Vec<String> {
         // The guest powers off by rebooting; QEMU then exits.
         "-no-reboot".into(),
         "-M".into(),
-        "microvm,memory-backend=mem".into(),
+        machine.into(),
         "-accel".into(),
         accel.into(),
         "-cpu".into(),
-        if accel == "kvm" { "host" } else { "max" }.into(),
+        cpu.into(),
         "-smp".into(),
         spec.cpus.to_string(),
         "-m".into(),
@@ -176,7 +197,7 @@ pub fn qemu_args(spec: &LaunchSpec) -> Vec<String> {
         "-initrd".into(),
         spec.initrd.display().to_string(),
         "-append".into(),
-        if accel == "tcg" {
+        if accel == "tcg" && spec.arch == GuestArch::X86_64 {
             format!("{} {}", spec.cmdline, tcg_kernel_args(host_tsc_khz()))
         } else {
             spec.cmdline.clone()
@@ -352,6 +373,11 @@ impl Hypervisor for Qemu {
                 });
             }
         }
+        let qemu_program = if spec.arch == GuestArch::host() {
+            self.qemu.clone()
+        } else {
+            find_qemu(spec.arch)?
+        };
         for path in [&spec.vhost_socket, &spec.vsock_socket] {
             let _ = std::fs::remove_file(path);
         }
@@ -395,7 +421,7 @@ impl Hypervisor for Qemu {
         } else {
             None
         };
-        let qemu = match spawn(&self.qemu, &qemu_args(spec), &spec.vmm_log) {
+        let qemu = match spawn(&qemu_program, &qemu_args(spec), &spec.vmm_log) {
             Ok(q) => q,
             Err(e) => {
                 for mut child in [Some(backend), passt].into_iter().flatten() {
@@ -497,6 +523,7 @@ mod tests {
             )],
             hostfwd: vec![],
             accel: Accel::Auto,
+            arch: crate::machine::GuestArch::host(),
             outbound_network: false,
         }
     }
@@ -538,6 +565,19 @@ mod tests {
         assert!(args.contains("virtio-9p-device,fsdev=berthshare0,mount_tag=berthshare0"));
         // No network device unless hostfwd rules ask for one.
         assert!(!args.contains("-netdev"));
+    }
+
+    #[test]
+    fn an_arm64_guest_is_a_virt_machine_without_x86_clock_arguments() {
+        let mut s = spec();
+        s.arch = GuestArch::Aarch64;
+        let args = qemu_args(&s).join(" ");
+        assert!(args.contains("-M virt,memory-backend=mem"), "{args}");
+        assert!(args.contains("-accel tcg -cpu cortex-a72"), "{args}");
+        assert!(!args.contains("tsc_early_khz"), "{args}");
+        assert!(args.contains("vhost-user-vsock-device,chardev=vsock"));
+        s.accel = Accel::Kvm;
+        assert!(qemu_args(&s).join(" ").contains("-accel kvm -cpu host"));
     }
 
     #[test]

@@ -250,6 +250,7 @@ mod tests {
             )],
             hostfwd: vec![],
             accel: Accel::Auto,
+            arch: crate::machine::GuestArch::host(),
             outbound_network: true,
         }
     }
