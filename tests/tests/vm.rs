@@ -639,34 +639,56 @@ fn arm64_guest_runs_containers() {
         "a rejected machine left files"
     );
 
-    let init = m
-        .cmd(&[
-            "machine",
-            "init",
-            "arm",
-            "--arch",
-            "aarch64",
-            "--cpus",
-            "1",
-            "--memory",
-            "1024",
-            "--disk",
-            "2",
-            "--cid",
-            &cid,
-            "--no-network",
-        ])
+    // The image is built once (as for a release) and exported; the machine then boots the
+    // exported copy with apt unusable, as on a Mac.
+    let exported = m.home.path().join("image-arm64");
+    let o = m
+        .cmd(&["machine", "image", "--arch", "arm64", "--output"])
+        .arg(&exported)
         .env("BERTH_AGENT_ARM64", &agent)
         .output()
-        .expect("berth machine init");
-    ok(init);
+        .expect("berth machine image");
+    assert!(ok(o).contains("exported"));
+    let no_apt = |c: &mut Command| {
+        c.env("BERTH_GUEST_IMAGE_DIR", &exported)
+            .env("BERTH_DEBIAN_KEYRING", "/nonexistent/keyring.gpg");
+    };
+    let mut wrong = m.cmd(&["machine", "init", "x86", "--arch", "x86_64", "--cid", &cid]);
+    no_apt(&mut wrong);
+    let o = wrong.output().expect("berth machine init");
+    assert!(
+        !o.status.success() && text(&o).contains("is for arm64, not amd64"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        !m.home.path().join("x86").exists(),
+        "a rejected machine left files"
+    );
+
+    let mut init = m.cmd(&[
+        "machine",
+        "init",
+        "arm",
+        "--arch",
+        "aarch64",
+        "--cpus",
+        "1",
+        "--memory",
+        "1024",
+        "--disk",
+        "2",
+        "--cid",
+        &cid,
+        "--no-network",
+    ]);
+    no_apt(&mut init);
+    ok(init.output().expect("berth machine init"));
     m.names.push("arm".into());
     let timeout = START_TIMEOUT.as_secs().to_string();
-    let start = m
-        .cmd(&["machine", "start", "arm", "--timeout", &timeout])
-        .env("BERTH_AGENT_ARM64", &agent)
-        .output()
-        .expect("berth machine start");
+    let mut start = m.cmd(&["machine", "start", "arm", "--timeout", &timeout]);
+    no_apt(&mut start);
+    let start = start.output().expect("berth machine start");
     assert!(
         start.status.success(),
         "{}\n{}",

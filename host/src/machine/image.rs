@@ -80,10 +80,78 @@ pub fn find_agent(arch: GuestArch) -> Result<PathBuf> {
         })
 }
 
-/// The guest image for `arch`, built from Debian's packages of that architecture (cached).
+/// Names the exported image's architecture, so a directory made for arm64 is not booted on x86.
+const MANIFEST: &str = "guest-image.json";
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Manifest {
+    arch: GuestArch,
+}
+
+/// The guest image for `arch`: a prebuilt one (`$BERTH_GUEST_IMAGE_DIR`, or `guest-image/<arch>`
+/// next to the executable, as a release ships it) or, failing that, one built here.
 pub fn ensure(arch: GuestArch) -> Result<GuestImage> {
+    if let Some(dir) = std::env::var_os("BERTH_GUEST_IMAGE_DIR") {
+        return prebuilt(Path::new(&dir), arch);
+    }
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.join("guest-image").join(arch.debian())))
+        .filter(|d| d.join(MANIFEST).is_file())
+    {
+        return prebuilt(&dir, arch);
+    }
+    build(arch)
+}
+
+/// An exported image, checked for completeness and architecture.
+fn prebuilt(dir: &Path, arch: GuestArch) -> Result<GuestImage> {
+    let manifest_path = dir.join(MANIFEST);
+    let text = std::fs::read_to_string(&manifest_path).with_context(|| {
+        format!(
+            "{} is not a guest image directory (no {MANIFEST}; make one with `berth machine image --output`)",
+            dir.display()
+        )
+    })?;
+    let manifest: Manifest = serde_json::from_str(&text)
+        .with_context(|| format!("reading {}", manifest_path.display()))?;
+    if manifest.arch != arch {
+        bail!(
+            "the guest image in {} is for {}, not {}",
+            dir.display(),
+            manifest.arch.debian(),
+            arch.debian()
+        );
+    }
+    let image = GuestImage {
+        dir: dir.to_path_buf(),
+        kernel: dir.join("vmlinuz"),
+        initrd: dir.join("initrd.img"),
+    };
+    for file in [&image.kernel, &image.initrd] {
+        if !file.is_file() {
+            bail!(
+                "the guest image in {} has no {}",
+                dir.display(),
+                file.display()
+            );
+        }
+    }
+    Ok(image)
+}
+
+/// Builds the guest image for `arch` from Debian's packages of that architecture (cached;
+/// needs apt and Debian's archive keyring, so on Linux).
+pub fn build(arch: GuestArch) -> Result<GuestImage> {
     let cache = berth_platform::cache_dir();
-    let apt = Apt::new(&cache, arch.debian()).context("preparing apt for the guest's packages")?;
+    let apt = Apt::new(&cache, arch.debian()).with_context(|| {
+        format!(
+            "preparing apt for the guest's packages (without apt, use a prebuilt image: \
+             `berth machine image --arch {} --output DIR` on a Debian host, then \
+             BERTH_GUEST_IMAGE_DIR=DIR)",
+            arch.debian()
+        )
+    })?;
     let busybox = match std::env::var_os("BERTH_BUSYBOX") {
         Some(p) => PathBuf::from(p),
         None => berth_guest_image::fetch_busybox(&apt, &cache).context("getting busybox")?,
@@ -100,6 +168,24 @@ pub fn ensure(arch: GuestArch) -> Result<GuestImage> {
             .context("getting the guest's userland packages (nftables)")?,
     };
     berth_guest_image::build(&inputs, &cache).context("building the guest image")
+}
+
+/// Copies `image` into `dir` with its manifest; the files are written under temporary names
+/// and renamed, so an interrupted export is never taken for a complete one.
+pub fn export(image: &GuestImage, arch: GuestArch, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let manifest = serde_json::to_vec_pretty(&Manifest { arch })?;
+    let _ = std::fs::remove_file(dir.join(MANIFEST));
+    for (from, name) in [(&image.kernel, "vmlinuz"), (&image.initrd, "initrd.img")] {
+        let tmp = dir.join(format!(".{name}.tmp"));
+        std::fs::copy(from, &tmp)
+            .with_context(|| format!("copying {} to {}", from.display(), tmp.display()))?;
+        std::fs::rename(&tmp, dir.join(name))?;
+    }
+    let tmp = dir.join(format!(".{MANIFEST}.tmp"));
+    std::fs::write(&tmp, manifest)?;
+    std::fs::rename(&tmp, dir.join(MANIFEST))?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -46,9 +46,23 @@ enum MachineCommand {
     Status(StatusArgs),
     /// Print the machine's console (kernel and agent) log.
     Logs(NameArg),
+    /// Build the guest image (kernel + initramfs) from scratch or the cache, and
+    /// optionally export it for hosts that cannot build it (macOS, Windows).
+    Image(ImageArgs),
     /// The supervisor `start` runs in the background.
     #[command(hide = true)]
     Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ImageArgs {
+    /// The guest's architecture (x86_64 or aarch64; the host's by default).
+    #[arg(long, value_name = "x86_64|aarch64")]
+    arch: Option<String>,
+    /// Copy the artefacts (vmlinuz, initrd.img, guest-image.json) into this
+    /// directory; point BERTH_GUEST_IMAGE_DIR at it on the other host.
+    #[arg(long, value_name = "DIR")]
+    output: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -216,6 +230,7 @@ fn run(cli: MachineCli) -> Result<()> {
         MachineCommand::Rm(a) => rm(&a.name, a.force),
         MachineCommand::Status(a) => status(&a.name, a.json),
         MachineCommand::Logs(a) => logs(&a.name),
+        MachineCommand::Image(a) => build_image(a, &mut std::io::stdout()),
         MachineCommand::Serve(a) => supervisor::run(&dir(&a.name)?, Duration::from_secs(a.timeout)),
     }
 }
@@ -294,6 +309,27 @@ fn init(a: InitArgs, out: &mut dyn std::io::Write) -> Result<()> {
         return Err(e);
     }
     writeln!(out, "machine {} created in {}", a.name, d.dir.display())?;
+    Ok(())
+}
+
+fn build_image(a: ImageArgs, out: &mut impl std::io::Write) -> Result<()> {
+    let arch = match &a.arch {
+        Some(name) => GuestArch::parse(name)?,
+        None => GuestArch::host(),
+    };
+    let img = image::build(arch)?;
+    match &a.output {
+        Some(dir) => {
+            image::export(&img, arch, dir)?;
+            writeln!(
+                out,
+                "guest image for {} exported to {}",
+                arch.debian(),
+                dir.display()
+            )?;
+        }
+        None => writeln!(out, "{}", img.dir.display())?,
+    }
     Ok(())
 }
 
