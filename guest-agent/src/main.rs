@@ -17,6 +17,7 @@ mod init;
 mod modules;
 mod ports;
 mod serve;
+mod vmbus;
 
 use std::process::ExitCode;
 
