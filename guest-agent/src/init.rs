@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::{cmdline, modules, serve};
+use crate::{cmdline, dhcp, modules, serve};
 
 /// The busybox in the initramfs (networking and mke2fs).
 pub const BUSYBOX: &str = "/bin/busybox";
@@ -173,22 +173,13 @@ fn busybox(args: &[&str]) -> bool {
 }
 
 /// Loopback always (port forwarding connects to 127.0.0.1); eth0, when the
-/// VMM gave one, with QEMU user networking's fixed addresses.
+/// VMM gave one, by DHCP.
 fn bring_up_network() {
     busybox(&["ip", "link", "set", "lo", "up"]);
     // `localhost` names (a registry at localhost:5000 through a host port) resolve from here.
     let _ = std::fs::create_dir_all("/etc");
     let _ = std::fs::write("/etc/hosts", "127.0.0.1 localhost\n::1 localhost\n");
-    if Path::new("/sys/class/net/eth0").exists() {
-        let ok = busybox(&["ip", "addr", "add", "10.0.2.15/24", "dev", "eth0"])
-            && busybox(&["ip", "link", "set", "eth0", "up"])
-            && busybox(&["ip", "route", "add", "default", "via", "10.0.2.2"]);
-        if !ok {
-            eprintln!("berth-agent: configuring eth0 failed");
-        }
-        let _ = std::fs::create_dir_all("/etc");
-        let _ = std::fs::write("/etc/resolv.conf", "nameserver 10.0.2.3\n");
-    }
+    dhcp::start();
 }
 
 fn mount_share(tag: &str, path: &Path) -> std::io::Result<()> {

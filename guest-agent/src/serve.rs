@@ -17,7 +17,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufRea
 use tokio::sync::watch;
 use tokio_vsock::{VsockAddr, VsockListener, VsockStream, VMADDR_CID_ANY};
 
-use crate::{cmdline, disk, host_services, modules, ports};
+use crate::{cmdline, dhcp, disk, host_services, modules, ports};
 
 /// How often the published ports are rescanned.
 const PORT_SCAN: Duration = Duration::from_millis(250);
@@ -57,6 +57,8 @@ fn uptime_ms() -> Option<u64> {
 pub fn run(options: Options) -> Result<()> {
     if options.in_vm {
         disk::prepare()?;
+        // Containers started through the API get the guest's network and DNS.
+        dhcp::wait_for_first_lease();
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
