@@ -370,6 +370,27 @@ fn machine_end_to_end() {
         "/sys/class/net/eth0/operstate",
     ]));
     assert_eq!(eth0.trim(), "up");
+    // eth0 got its address, route and DNS by DHCP, as on macOS and Windows (passt hands out
+    // the addresses it is given; the agent applies the lease before the API answers).
+    let net = ok(dk(&[
+        "run",
+        "--rm",
+        "--network",
+        "host",
+        "busybox",
+        "sh",
+        "-c",
+        "busybox ip -4 addr show dev eth0; busybox ip route; cat /etc/resolv.conf",
+    ]));
+    assert!(net.contains("inet 10.0.2.15/24"), "{net}");
+    assert!(net.contains("default via 10.0.2.2 dev eth0"), "{net}");
+    assert!(net.contains("nameserver "), "{net}");
+    let console =
+        std::fs::read_to_string(m.home.path().join("t").join("console.log")).unwrap_or_default();
+    assert!(
+        console.contains("berth-agent: eth0 10.0.2.15/24 by DHCP (router 10.0.2.2"),
+        "{console}"
+    );
 
     // The guest's clock is the host's (set once the agent answers).
     let guest_now: i64 = ok(dk(&["run", "--rm", "busybox", "date", "+%s"]))
