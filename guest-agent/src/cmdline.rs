@@ -3,14 +3,16 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use berth_platform::protocol::{CMDLINE_HOST_PORTS, CMDLINE_SHARES, CMDLINE_TIME};
+use berth_platform::protocol::{
+    parse_share_entries, ShareFs, CMDLINE_HOST_PORTS, CMDLINE_SHARES, CMDLINE_TIME,
+};
 
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct BootArgs {
     /// The host's wall clock when it started the VM.
     pub time: Option<Duration>,
-    /// 9p tags and where to mount them.
-    pub shares: Vec<(String, PathBuf)>,
+    /// Share tags, where to mount them, and as what.
+    pub shares: Vec<(String, PathBuf, ShareFs)>,
     /// Ports of the host's loopback reachable on the guest's 127.0.0.1.
     pub host_ports: Vec<u16>,
 }
@@ -24,11 +26,9 @@ pub fn parse(cmdline: &str) -> BootArgs {
         if key == CMDLINE_TIME {
             out.time = parse_time(value);
         } else if key == CMDLINE_SHARES {
-            out.shares = value
-                .split(',')
-                .filter_map(|s| s.split_once(':'))
-                .filter(|(tag, path)| !tag.is_empty() && path.starts_with('/'))
-                .map(|(tag, path)| (tag.to_string(), PathBuf::from(path)))
+            out.shares = parse_share_entries(value)
+                .into_iter()
+                .map(|(tag, path, fs)| (tag, PathBuf::from(path), fs))
                 .collect();
         } else if key == CMDLINE_HOST_PORTS {
             out.host_ports = value
@@ -55,12 +55,15 @@ mod tests {
     #[test]
     fn keys_are_parsed_and_bad_values_ignored() {
         let a = parse(
-            "console=ttyS0 berth.time=1700000000.5 berth.shares=s0:/srv/a,bad,s1:rel,s2:/b quiet",
+            "console=ttyS0 berth.time=1700000000.5 berth.shares=s0:/srv/a,bad,s1:rel,s2:/b:virtiofs quiet",
         );
         assert_eq!(a.time, Some(Duration::new(1_700_000_000, 5)));
         assert_eq!(
             a.shares,
-            vec![("s0".into(), "/srv/a".into()), ("s2".into(), "/b".into())]
+            vec![
+                ("s0".into(), "/srv/a".into(), ShareFs::NineP),
+                ("s2".into(), "/b".into(), ShareFs::Virtiofs)
+            ]
         );
         assert_eq!(parse("berth.time=x").time, None);
         assert_eq!(parse("berth.time=1.2000000000").time, None);

@@ -7,6 +7,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use berth_platform::protocol::ShareFs;
+
 use crate::{cmdline, dhcp, modules, serve};
 
 /// The busybox in the initramfs (networking and mke2fs).
@@ -25,12 +27,18 @@ pub fn run() -> ! {
         }
     }
     bring_up_network();
-    for (tag, path) in &boot.shares {
-        if let Err(e) = mount_share(tag, path) {
-            eprintln!(
-                "berth-agent: mounting share {tag} on {}: {e}",
-                path.display()
-            );
+    for (tag, path, fs) in &boot.shares {
+        match mount_share(tag, path, *fs) {
+            Ok(()) => eprintln!(
+                "berth-agent: share {tag} mounted on {} ({})",
+                path.display(),
+                fs.as_str()
+            ),
+            Err(e) => eprintln!(
+                "berth-agent: mounting share {tag} on {} ({}): {e}",
+                path.display(),
+                fs.as_str()
+            ),
         }
     }
     eprintln!(
@@ -182,16 +190,16 @@ fn bring_up_network() {
     dhcp::start();
 }
 
-fn mount_share(tag: &str, path: &Path) -> std::io::Result<()> {
+fn mount_share(tag: &str, path: &Path, fs: ShareFs) -> std::io::Result<()> {
     let target = path
         .to_str()
         .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
-    mount_fs(
-        tag,
-        target,
-        "9p",
-        "trans=virtio,version=9p2000.L,msize=262144,cache=none",
-    )
+    let data = match fs {
+        ShareFs::NineP => "trans=virtio,version=9p2000.L,msize=262144,cache=none",
+        // Caching is virtiofsd's choice (--cache on the host side).
+        ShareFs::Virtiofs => "",
+    };
+    mount_fs(tag, target, fs.as_str(), data)
 }
 
 fn reap_until(server: libc::pid_t) {

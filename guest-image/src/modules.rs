@@ -7,10 +7,11 @@ use std::path::Path;
 use crate::{io, GuestImageError};
 
 /// What the guest needs before the API serves, beyond the built-in
-/// drivers: virtio over MMIO, block, net, vsock, overlayfs, ext4, 9p shares,
-/// and Hyper-V's SCSI disk and network adapter (the same initramfs boots
-/// there; outside Hyper-V `hv_vmbus` fails with ENODEV and its dependents
-/// with ENOENT, which the agent expects of `hv_*` modules).
+/// drivers: virtio over MMIO, block, net, vsock, overlayfs, ext4, the shares'
+/// filesystems (mounted before the API serves: virtiofs, 9p), and Hyper-V's
+/// SCSI disk and network adapter (the same initramfs boots there; outside
+/// Hyper-V `hv_vmbus` fails with ENODEV and its dependents with ENOENT, which
+/// the agent expects of `hv_*` modules).
 /// `crc32c_generic` comes before ext4: ext4 asks the crypto layer for
 /// crc32c by name when it mounts a disk that has been mounted before (the
 /// guest has no modprobe to find it), and `libcrc32c` does the same.
@@ -22,6 +23,7 @@ pub const BOOT_MODULES: &[&str] = &[
     "vmw_vsock_virtio_transport",
     "overlay",
     "ext4",
+    "virtiofs",
     "9pnet_virtio",
     "9p",
     "hv_storvsc",
@@ -30,11 +32,10 @@ pub const BOOT_MODULES: &[&str] = &[
 ];
 
 /// Loaded after the API is up (boot time matters under emulation): PCI
-/// virtio, virtiofs, the Hyper-V vsock transport and utilities (time sync,
-/// shutdown, heartbeat), and what the engine's bridge networking needs.
+/// virtio, the Hyper-V vsock transport and utilities (time sync, shutdown,
+/// heartbeat), and what the engine's bridge networking needs.
 pub const LATER_MODULES: &[&str] = &[
     "virtio_pci",
-    "virtiofs",
     "hv_sock",
     "hv_utils",
     "bridge",

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::protocol::ShareFs;
+
 #[derive(Debug, thiserror::Error)]
 pub enum MachineError {
     #[error("invalid machine name {0:?}: use letters, digits, '-' and '_' (at most 32)")]
@@ -150,6 +152,10 @@ pub struct MachineConfig {
     /// loopback.
     #[serde(default = "outbound_by_default")]
     pub outbound_network: bool,
+    /// The share transport; `None` is the backend's best (virtiofs where it
+    /// can). 9p is for comparisons and hosts without virtiofsd.
+    #[serde(default)]
+    pub share_fs: Option<ShareFs>,
 }
 
 fn outbound_by_default() -> bool {
@@ -173,6 +179,7 @@ impl MachineConfig {
             hostfwd: Vec::new(),
             host_ports: Vec::new(),
             outbound_network: true,
+            share_fs: None,
         })
     }
 

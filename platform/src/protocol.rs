@@ -33,12 +33,65 @@ pub const HOST_SERVICE_PORT: u32 = 1026;
 /// Kernel command-line key carrying the host's wall clock at boot
 /// (`berth.time=<unix seconds>.<nanoseconds>`).
 pub const CMDLINE_TIME: &str = "berth.time";
-/// Kernel command-line key naming the 9p/virtiofs share tags to mount
-/// (`berth.shares=<tag>:<guest path>,…`).
+/// Kernel command-line key naming the shares to mount
+/// (`berth.shares=<tag>:<guest path>[:<fs>],…`, see [`share_entry`]).
 pub const CMDLINE_SHARES: &str = "berth.shares";
 /// Kernel command-line key listing the host loopback ports the guest may reach
 /// through [`HOST_SERVICE_PORT`] (`berth.host_ports=5000,5001`).
 pub const CMDLINE_HOST_PORTS: &str = "berth.host_ports";
+
+/// How a shared host directory reaches the guest: the filesystem the agent mounts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ShareFs {
+    /// virtio-9p (QEMU without virtiofsd).
+    #[default]
+    #[serde(rename = "9p")]
+    NineP,
+    /// virtio-fs (Virtualization.framework, QEMU with virtiofsd).
+    Virtiofs,
+}
+
+impl ShareFs {
+    /// The name on the command line, which is also the kernel's filesystem type.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShareFs::NineP => "9p",
+            ShareFs::Virtiofs => "virtiofs",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        [ShareFs::NineP, ShareFs::Virtiofs]
+            .into_iter()
+            .find(|fs| fs.as_str() == name)
+    }
+}
+
+/// One share in [`CMDLINE_SHARES`]: `<tag>:<guest path>:<fs>`. Guest paths
+/// never contain ':' (the machine settings refuse them).
+pub fn share_entry(tag: &str, guest_path: &str, fs: ShareFs) -> String {
+    format!("{tag}:{guest_path}:{}", fs.as_str())
+}
+
+/// The shares of a [`CMDLINE_SHARES`] value as (tag, guest path, fs). An
+/// entry without a filesystem is 9p (what hosts before virtiofs sent);
+/// entries with an empty tag, a relative path or an unknown filesystem are
+/// skipped.
+pub fn parse_share_entries(value: &str) -> Vec<(String, String, ShareFs)> {
+    value
+        .split(',')
+        .filter_map(|entry| {
+            let (tag, rest) = entry.split_once(':')?;
+            let (path, fs) = match rest.split_once(':') {
+                Some((path, fs)) => (path, ShareFs::parse(fs)?),
+                None => (rest, ShareFs::NineP),
+            };
+            (!tag.is_empty() && path.starts_with('/'))
+                .then(|| (tag.to_string(), path.to_string(), fs))
+        })
+        .collect()
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -270,6 +323,36 @@ impl StreamFrame {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn share_entries_round_trip_and_old_entries_are_9p() {
+        let value = [
+            share_entry("s0", "/srv/a", ShareFs::Virtiofs),
+            share_entry("s1", "/b", ShareFs::NineP),
+        ]
+        .join(",");
+        assert_eq!(value, "s0:/srv/a:virtiofs,s1:/b:9p");
+        assert_eq!(
+            parse_share_entries(&value),
+            vec![
+                ("s0".into(), "/srv/a".into(), ShareFs::Virtiofs),
+                ("s1".into(), "/b".into(), ShareFs::NineP),
+            ]
+        );
+        // The format before the filesystem was named, and bad entries.
+        assert_eq!(
+            parse_share_entries("s0:/srv/a,bad,s1:rel,:/x,s2:/c:nfs,s3:/d:virtiofs"),
+            vec![
+                ("s0".into(), "/srv/a".into(), ShareFs::NineP),
+                ("s3".into(), "/d".into(), ShareFs::Virtiofs),
+            ]
+        );
+        for fs in [ShareFs::NineP, ShareFs::Virtiofs] {
+            assert_eq!(ShareFs::parse(fs.as_str()), Some(fs));
+            let json = serde_json::to_string(&fs).expect("json");
+            assert_eq!(json, format!("\"{}\"", fs.as_str()));
+        }
+    }
 
     /// A server that answers and closes, behind two splices (host and guest) joined by a
     /// tunnel: the client, which never half-closes, still sees the answer end. Then the

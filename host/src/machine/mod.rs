@@ -17,6 +17,7 @@ use anyhow::{bail, Context, Result};
 use berth_platform::machine::{
     Accel, GuestArch, MachineConfig, MachineDir, MachineState, MachineStatus, Share,
 };
+use berth_platform::protocol::ShareFs;
 use clap::{Parser, Subcommand};
 
 /// How often `start`/`stop` look at the supervisor's progress.
@@ -91,6 +92,10 @@ struct InitArgs {
     /// Share a host directory into the VM at the same path (HOST[:GUEST]).
     #[arg(long = "share", value_name = "HOST[:GUEST]")]
     shares: Vec<String>,
+    /// How shared directories reach the VM: virtiofs or 9p (default: virtiofs
+    /// where the backend can, under QEMU when virtiofsd is installed).
+    #[arg(long = "share-fs", value_parser = ["virtiofs", "9p"])]
+    share_fs: Option<String>,
     /// Accelerator: auto (TCG unless kvm is chosen), kvm or tcg.
     #[arg(long, default_value = "auto", value_parser = ["auto", "kvm", "tcg"])]
     accel: String,
@@ -279,6 +284,7 @@ fn init(a: InitArgs, out: &mut dyn std::io::Write) -> Result<()> {
         .iter()
         .map(|s| parse_share(s))
         .collect::<Result<_>>()?;
+    config.share_fs = a.share_fs.as_deref().and_then(ShareFs::parse);
     config.hostfwd = a.hostfwd;
     config.host_ports = a.host_ports;
     config.outbound_network = !a.no_network;

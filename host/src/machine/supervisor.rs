@@ -77,10 +77,9 @@ pub fn run(dir: &MachineDir, boot_timeout: Duration) -> Result<()> {
     result
 }
 
-fn boot_cmdline(
-    config: &MachineConfig,
-    shares: &[(String, berth_platform::machine::Share)],
-) -> String {
+/// The kernel command line; the backend adds the shares, with the filesystem it attached
+/// them as.
+fn boot_cmdline(config: &MachineConfig) -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
@@ -91,10 +90,6 @@ fn boot_cmdline(
         now.as_secs(),
         now.subsec_nanos()
     );
-    if let Some(s) = hypervisor::shares_cmdline(shares) {
-        cmdline.push(' ');
-        cmdline.push_str(&s);
-    }
     if !config.host_ports.is_empty() {
         let ports: Vec<String> = config.host_ports.iter().map(u16::to_string).collect();
         cmdline.push_str(&format!(
@@ -132,7 +127,7 @@ async fn supervise(
     let spec = LaunchSpec {
         kernel,
         initrd,
-        cmdline: boot_cmdline(config, &shares),
+        cmdline: boot_cmdline(config),
         cpus: config.cpus,
         memory_mib: config.memory_mib,
         disk: Some(d.disk()),
@@ -142,6 +137,7 @@ async fn supervise(
         console_log: d.console_log(),
         vmm_log: d.supervisor_log(),
         shares,
+        share_fs: config.share_fs,
         hostfwd: config.hostfwd.clone(),
         outbound_network: config.outbound_network,
         accel: config.accel,

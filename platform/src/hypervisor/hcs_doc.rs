@@ -13,7 +13,9 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::{HypervisorError, LaunchSpec};
-use crate::protocol::{API_PORT, CONTROL_PORT, FORWARD_PORT, FRAMED_API_PORT, HOST_SERVICE_PORT};
+use crate::protocol::{
+    ShareFs, API_PORT, CONTROL_PORT, FORWARD_PORT, FRAMED_API_PORT, HOST_SERVICE_PORT,
+};
 use crate::vsock::hyperv_service_guid;
 
 /// SYSTEM and the built-in Administrators (HCS itself needs an elevated
@@ -227,6 +229,10 @@ pub fn compute_system(
             "fewer than 1 CPU or 256 MiB of memory",
         ));
     }
+    // HCS shares directories over Plan 9 only.
+    if spec.share_fs == Some(ShareFs::Virtiofs) {
+        return Err(HypervisorError::Unsupported("virtiofs shares on Windows"));
+    }
     let service = HvSocketServiceConfig {
         bind_security_descriptor: ADMINS_SDDL.into(),
         connect_security_descriptor: ADMINS_SDDL.into(),
@@ -274,7 +280,11 @@ pub fn compute_system(
                 linux_kernel_direct: LinuxKernelDirect {
                     kernel_file_path: win_path(&spec.kernel),
                     init_rd_path: win_path(&spec.initrd),
-                    kernel_cmd_line: format!("{} {}", spec.cmdline, hcs_kernel_args(spec.cpus)),
+                    kernel_cmd_line: format!(
+                        "{} {}",
+                        super::with_shares(&spec.cmdline, &spec.shares, ShareFs::NineP),
+                        hcs_kernel_args(spec.cpus)
+                    ),
                 },
             },
             compute_topology: Topology {
@@ -388,6 +398,7 @@ mod tests {
                     guest: "/c/Users/me/src".into(),
                 },
             )],
+            share_fs: None,
             hostfwd: vec![],
             accel: Accel::Auto,
             arch: crate::machine::GuestArch::host(),
@@ -422,7 +433,7 @@ mod tests {
                 "Chipset": {"LinuxKernelDirect": {
                     "KernelFilePath": s.kernel.display().to_string(),
                     "InitRdPath": s.initrd.display().to_string(),
-                    "KernelCmdLine": "console=ttyS0 rdinit=/init 8250_core.nr_uarts=1 8250_core.skip_txen_test=1 initcall_blacklist=virtio_vsock_init pci=off nr_cpus=2 brd.rd_nr=0 pmtmr=0"
+                    "KernelCmdLine": "console=ttyS0 rdinit=/init berth.shares=berthshare0:/c/Users/me/src:9p 8250_core.nr_uarts=1 8250_core.skip_txen_test=1 initcall_blacklist=virtio_vsock_init pci=off nr_cpus=2 brd.rd_nr=0 pmtmr=0"
                 }},
                 "ComputeTopology": {
                     "Memory": {"SizeInMB": 2048, "AllowOvercommit": true},
@@ -483,6 +494,10 @@ mod tests {
         s.outbound_network = true;
         let err = compute_system(&s, &inputs()).expect_err("no HNS network yet");
         assert!(err.to_string().contains("outbound networking"), "{err}");
+        let mut s = spec(tmp.path());
+        s.share_fs = Some(ShareFs::Virtiofs);
+        let err = compute_system(&s, &inputs()).expect_err("Plan 9 only");
+        assert!(err.to_string().contains("virtiofs"), "{err}");
     }
 
     #[test]

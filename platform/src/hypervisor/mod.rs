@@ -33,6 +33,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::machine::{Accel, GuestArch, Share};
+use crate::protocol::ShareFs;
 use crate::vsock::HostVsock;
 
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +99,10 @@ pub struct LaunchSpec {
     pub vmm_log: PathBuf,
     /// Host directories shared into the guest, with their mount tags.
     pub shares: Vec<(String, Share)>,
+    /// How to share them; `None` lets the backend pick its best. The backend
+    /// adds the shares to the command line ([`shares_cmdline`]) with the
+    /// filesystem it used, so the agent mounts what was attached.
+    pub share_fs: Option<ShareFs>,
     /// QEMU user-network `hostfwd` rules; user networking (restricted) is
     /// only attached when this is non-empty.
     pub hostfwd: Vec<String>,
@@ -113,7 +118,8 @@ pub struct LaunchSpec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Capabilities {
     pub vsock: bool,
-    /// Host directory sharing: 9p (QEMU) or virtiofs (Virtualization.framework).
+    /// Host directory sharing: virtiofs (Virtualization.framework; QEMU with
+    /// virtiofsd) or 9p (QEMU without it).
     pub shares: bool,
     /// Host-forwarded ports on the VMM's own user network (for comparison).
     pub user_net_hostfwd: bool,
@@ -156,14 +162,14 @@ pub fn share_tag(index: usize) -> String {
     format!("berthshare{index}")
 }
 
-/// `berth.shares=<tag>:<guest path>,…` for the agent.
-pub fn shares_cmdline(shares: &[(String, Share)]) -> Option<String> {
+/// `berth.shares=<tag>:<guest path>:<fs>,…` for the agent.
+pub fn shares_cmdline(shares: &[(String, Share)], fs: ShareFs) -> Option<String> {
     if shares.is_empty() {
         return None;
     }
     let list: Vec<String> = shares
         .iter()
-        .map(|(tag, s)| format!("{tag}:{}", s.guest.display()))
+        .map(|(tag, s)| crate::protocol::share_entry(tag, &s.guest.display().to_string(), fs))
         .collect();
     Some(format!(
         "{}={}",
@@ -172,13 +178,21 @@ pub fn shares_cmdline(shares: &[(String, Share)]) -> Option<String> {
     ))
 }
 
+/// `cmdline` with the shares appended as mounted over `fs`.
+pub fn with_shares(cmdline: &str, shares: &[(String, Share)], fs: ShareFs) -> String {
+    match shares_cmdline(shares, fs) {
+        Some(s) => format!("{cmdline} {s}"),
+        None => cmdline.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn shares_on_the_command_line() {
-        assert_eq!(shares_cmdline(&[]), None);
+        assert_eq!(shares_cmdline(&[], ShareFs::Virtiofs), None);
         let s = vec![(
             share_tag(0),
             Share {
@@ -187,8 +201,15 @@ mod tests {
             },
         )];
         assert_eq!(
-            shares_cmdline(&s).as_deref(),
-            Some("berth.shares=berthshare0:/srv/a")
+            shares_cmdline(&s, ShareFs::Virtiofs).as_deref(),
+            Some("berth.shares=berthshare0:/srv/a:virtiofs")
+        );
+        // What the agent reads back.
+        let line = shares_cmdline(&s, ShareFs::NineP).expect("line");
+        let value = line.split_once('=').expect("key").1;
+        assert_eq!(
+            crate::protocol::parse_share_entries(value),
+            vec![("berthshare0".into(), "/srv/a".into(), ShareFs::NineP)]
         );
     }
 }

@@ -2,7 +2,11 @@
 //! it), memory in a shared memfd so the `vhost-device-vsock` backend can
 //! reach the vsock rings, vsock exposed to the host as hybrid vsock.
 //!
-//! Both processes get `PR_SET_PDEATHSIG`, so they die with the supervisor
+//! Shared directories are virtiofs, one `virtiofsd` per share (the same
+//! guest path as Virtualization.framework's, and faster than 9p), or 9p when
+//! virtiofsd is not installed or the machine asks for it.
+//!
+//! Every process gets `PR_SET_PDEATHSIG`, so they die with the supervisor
 //! that launched them even if it is killed.
 
 use std::os::unix::process::CommandExt;
@@ -11,7 +15,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::{Capabilities, Hypervisor, HypervisorError, LaunchSpec, Vm};
-use crate::machine::{Accel, GuestArch};
+use crate::machine::{Accel, GuestArch, Share};
+use crate::protocol::ShareFs;
 use crate::vsock::hybrid::HybridVsock;
 use crate::vsock::HostVsock;
 
@@ -24,6 +29,8 @@ pub struct Qemu {
     /// passt, the user-mode network backend for outbound traffic (optional
     /// until a machine with outbound networking is launched).
     passt: Option<PathBuf>,
+    /// virtiofsd (the Rust one from crates.io); without it shares are 9p.
+    virtiofsd: Option<PathBuf>,
 }
 
 /// The guest's addresses on its outbound network (what the agent configures on eth0; the
@@ -73,6 +80,57 @@ fn passt_args(spec: &LaunchSpec, as_root: bool) -> Vec<String> {
     args
 }
 
+/// The vhost-user socket of a share's virtiofsd, next to the vsock backend's.
+fn virtiofs_socket(spec: &LaunchSpec, tag: &str) -> PathBuf {
+    spec.vhost_socket
+        .with_file_name(format!("{tag}.virtiofs.sock"))
+}
+
+/// virtiofsd's arguments for one share.
+/// - `--cache auto`: the host edits shared files while containers read them;
+///   `auto` revalidates on open and after a 1 s attribute timeout, so a file the host
+///   rewrote is read afresh (`always` could serve stale pages; `never` refuses
+///   mmap, so binaries on a share could not run).
+/// - No `--xattr`: 9p never offered them, and with a root virtiofsd the guest
+///   could set `security.*`/`trusted.*` attributes on host files.
+/// - `--announce-submounts`: mounts under the shared directory become submounts
+///   in the guest with their own device numbers, so inode numbers never clash.
+/// - As root the default namespace sandbox (virtiofsd pivots into the shared
+///   directory); a user cannot create those namespaces, so there is none then.
+pub fn virtiofsd_args(socket: &Path, share: &Share, as_root: bool) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "--socket-path".into(),
+        socket.display().to_string(),
+        "--shared-dir".into(),
+        share.host.display().to_string(),
+        "--cache".into(),
+        "auto".into(),
+        "--announce-submounts".into(),
+        "--log-level".into(),
+        "warn".into(),
+        "--sandbox".into(),
+    ];
+    args.push(if as_root { "namespace" } else { "none" }.into());
+    args
+}
+
+/// The transport for the shares: what the machine asked for, or virtiofs
+/// when virtiofsd is installed and 9p otherwise.
+fn share_fs(requested: Option<ShareFs>, have_virtiofsd: bool) -> Result<ShareFs, HypervisorError> {
+    match requested {
+        Some(ShareFs::Virtiofs) if !have_virtiofsd => Err(HypervisorError::Missing {
+            what: "virtiofsd (the machine shares directories over virtiofs)".into(),
+            hint: VIRTIOFSD_HINT.into(),
+        }),
+        Some(fs) => Ok(fs),
+        None if have_virtiofsd => Ok(ShareFs::Virtiofs),
+        None => Ok(ShareFs::NineP),
+    }
+}
+
+const VIRTIOFSD_HINT: &str =
+    "install it with `cargo install --locked virtiofsd` (needs libcap-ng-dev and libseccomp-dev) or set BERTH_VIRTIOFSD";
+
 /// Whether the VM gets the passt network device (hostfwd benchmarks use QEMU's own).
 fn wants_passt(spec: &LaunchSpec) -> bool {
     spec.outbound_network && spec.hostfwd.is_empty()
@@ -80,7 +138,8 @@ fn wants_passt(spec: &LaunchSpec) -> bool {
 
 impl Qemu {
     /// Finds `qemu-system-x86_64` and `vhost-device-vsock` (`$BERTH_QEMU`,
-    /// `$BERTH_VHOST_VSOCK`, `$PATH`, `~/.cargo/bin`).
+    /// `$BERTH_VHOST_VSOCK`, `$PATH`, `~/.cargo/bin`), and passt and
+    /// virtiofsd if they are there (`$BERTH_PASST`, `$BERTH_VIRTIOFSD`).
     pub fn locate() -> Result<Self, HypervisorError> {
         let qemu = find_qemu(GuestArch::host())?;
         let vhost_vsock = find_program("BERTH_VHOST_VSOCK", "vhost-device-vsock").ok_or_else(
@@ -91,10 +150,12 @@ impl Qemu {
             },
         )?;
         let passt = find_program("BERTH_PASST", "passt");
+        let virtiofsd = find_program("BERTH_VIRTIOFSD", "virtiofsd");
         Ok(Self {
             qemu,
             vhost_vsock,
             passt,
+            virtiofsd,
         })
     }
 }
@@ -158,8 +219,9 @@ fn host_tsc_khz() -> u64 {
         .unwrap_or(2_000_000)
 }
 
-/// QEMU's arguments for `spec` (pure, so it is tested without QEMU).
-pub fn qemu_args(spec: &LaunchSpec) -> Vec<String> {
+/// QEMU's arguments for `spec` with its shares over `share_fs` (pure, so it
+/// is tested without QEMU).
+pub fn qemu_args(spec: &LaunchSpec, share_fs: ShareFs) -> Vec<String> {
     let mem = format!("{}M", spec.memory_mib);
     let accel = match spec.accel {
         Accel::Kvm => "kvm",
@@ -197,10 +259,13 @@ pub fn qemu_args(spec: &LaunchSpec) -> Vec<String> {
         "-initrd".into(),
         spec.initrd.display().to_string(),
         "-append".into(),
-        if accel == "tcg" && spec.arch == GuestArch::X86_64 {
-            format!("{} {}", spec.cmdline, tcg_kernel_args(host_tsc_khz()))
-        } else {
-            spec.cmdline.clone()
+        {
+            let cmdline = super::with_shares(&spec.cmdline, &spec.shares, share_fs);
+            if accel == "tcg" && spec.arch == GuestArch::X86_64 {
+                format!("{cmdline} {}", tcg_kernel_args(host_tsc_khz()))
+            } else {
+                cmdline
+            }
         },
         "-chardev".into(),
         format!("file,id=con,path={}", spec.console_log.display()),
@@ -223,15 +288,27 @@ pub fn qemu_args(spec: &LaunchSpec) -> Vec<String> {
         ]);
     }
     for (tag, share) in &spec.shares {
-        a.extend([
-            "-fsdev".into(),
-            format!(
-                "local,id={tag},path={},security_model=none",
-                share.host.display()
-            ),
-            "-device".into(),
-            format!("virtio-9p-device,fsdev={tag},mount_tag={tag}"),
-        ]);
+        match share_fs {
+            // vhost-user: virtiofsd reaches the rings in the shared memfd.
+            ShareFs::Virtiofs => a.extend([
+                "-chardev".into(),
+                format!(
+                    "socket,id=fs-{tag},path={}",
+                    virtiofs_socket(spec, tag).display()
+                ),
+                "-device".into(),
+                format!("vhost-user-fs-device,chardev=fs-{tag},tag={tag},queue-size=1024"),
+            ]),
+            ShareFs::NineP => a.extend([
+                "-fsdev".into(),
+                format!(
+                    "local,id={tag},path={},security_model=none",
+                    share.host.display()
+                ),
+                "-device".into(),
+                format!("virtio-9p-device,fsdev={tag},mount_tag={tag}"),
+            ]),
+        }
     }
     if wants_passt(spec) {
         a.extend([
@@ -304,7 +381,79 @@ fn describe_exit(child: &mut Child) -> Option<String> {
     }
 }
 
+/// Waits until `child` has created `socket`; kills it if it exits or takes
+/// longer than [`BACKEND_READY`].
+fn wait_for_socket(
+    child: &mut Child,
+    socket: &Path,
+    program: &str,
+    log: &Path,
+) -> Result<(), HypervisorError> {
+    let deadline = Instant::now() + BACKEND_READY;
+    while !socket.exists() {
+        if let Some(status) = describe_exit(child) {
+            return Err(HypervisorError::EarlyExit {
+                program: program.into(),
+                status,
+                log: log.display().to_string(),
+            });
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(HypervisorError::Timeout {
+                what: format!("the {program} socket {}", socket.display()),
+                timeout: BACKEND_READY,
+            });
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+fn kill_all(children: impl IntoIterator<Item = Child>) {
+    for mut child in children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
 impl Qemu {
+    /// Starts one virtiofsd per share and waits for their sockets.
+    fn start_virtiofsd(&self, spec: &LaunchSpec) -> Result<Vec<Child>, HypervisorError> {
+        let program = self
+            .virtiofsd
+            .as_ref()
+            .ok_or_else(|| HypervisorError::Missing {
+                what: "virtiofsd".into(),
+                hint: VIRTIOFSD_HINT.into(),
+            })?;
+        // SAFETY: geteuid has no preconditions.
+        let as_root = unsafe { libc::geteuid() } == 0;
+        let mut started = Vec::new();
+        for (tag, share) in &spec.shares {
+            let socket = virtiofs_socket(spec, tag);
+            let _ = std::fs::remove_file(&socket);
+            let run = spawn(
+                program,
+                &virtiofsd_args(&socket, share, as_root),
+                &spec.vmm_log,
+            )
+            .and_then(|mut child| {
+                wait_for_socket(&mut child, &socket, "virtiofsd", &spec.vmm_log)?;
+                Ok(child)
+            });
+            match run {
+                Ok(child) => started.push(child),
+                Err(e) => {
+                    kill_all(started);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(started)
+    }
+
     /// Starts passt and waits for its socket.
     fn start_passt(&self, spec: &LaunchSpec) -> Result<Child, HypervisorError> {
         let program = self.passt.as_ref().ok_or_else(|| HypervisorError::Missing {
@@ -378,6 +527,11 @@ impl Hypervisor for Qemu {
         } else {
             find_qemu(spec.arch)?
         };
+        let fs = share_fs(spec.share_fs, self.virtiofsd.is_some())?;
+        if fs == ShareFs::NineP && spec.share_fs.is_none() && !spec.shares.is_empty() {
+            eprintln!("berth machine: virtiofsd not found, sharing directories over 9p (slower); {VIRTIOFSD_HINT}");
+        }
+        let needs_virtiofsd = fs == ShareFs::Virtiofs && !spec.shares.is_empty();
         for path in [&spec.vhost_socket, &spec.vsock_socket] {
             let _ = std::fs::remove_file(path);
         }
@@ -421,13 +575,26 @@ impl Hypervisor for Qemu {
         } else {
             None
         };
-        let qemu = match spawn(&qemu_program, &qemu_args(spec), &spec.vmm_log) {
+        let virtiofsd = if needs_virtiofsd {
+            match self.start_virtiofsd(spec) {
+                Ok(v) => v,
+                Err(e) => {
+                    kill_all([Some(backend), passt].into_iter().flatten());
+                    return Err(e);
+                }
+            }
+        } else {
+            Vec::new()
+        };
+        let qemu = match spawn(&qemu_program, &qemu_args(spec, fs), &spec.vmm_log) {
             Ok(q) => q,
             Err(e) => {
-                for mut child in [Some(backend), passt].into_iter().flatten() {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                }
+                kill_all(
+                    [Some(backend), passt]
+                        .into_iter()
+                        .flatten()
+                        .chain(virtiofsd),
+                );
                 return Err(e);
             }
         };
@@ -435,6 +602,7 @@ impl Hypervisor for Qemu {
             qemu,
             backend,
             passt,
+            virtiofsd,
             vsock: HybridVsock::new(&spec.vsock_socket),
             log: spec.vmm_log.clone(),
         }))
@@ -445,6 +613,8 @@ struct QemuVm {
     qemu: Child,
     backend: Child,
     passt: Option<Child>,
+    /// One per share when they are virtiofs.
+    virtiofsd: Vec<Child>,
     vsock: HybridVsock,
     log: PathBuf,
 }
@@ -453,6 +623,7 @@ impl Vm for QemuVm {
     fn pids(&self) -> Vec<u32> {
         let mut pids = vec![self.qemu.id(), self.backend.id()];
         pids.extend(self.passt.as_ref().map(Child::id));
+        pids.extend(self.virtiofsd.iter().map(Child::id));
         pids
     }
 
@@ -467,12 +638,17 @@ impl Vm for QemuVm {
                 self.log.display()
             ));
         }
-        describe_exit(&mut self.backend).map(|status| {
-            format!(
+        if let Some(status) = describe_exit(&mut self.backend) {
+            return Some(format!(
                 "the vsock backend exited ({status}); see {}",
                 self.log.display()
-            )
-        })
+            ));
+        }
+        // Without its virtiofsd a share hangs every process that touches it.
+        self.virtiofsd
+            .iter_mut()
+            .find_map(describe_exit)
+            .map(|status| format!("virtiofsd exited ({status}); see {}", self.log.display()))
     }
 
     fn kill(&mut self) {
@@ -483,6 +659,7 @@ impl Vm for QemuVm {
         ]
         .into_iter()
         .flatten()
+        .chain(self.virtiofsd.iter_mut())
         {
             let _ = child.kill();
             let _ = child.wait();
@@ -521,6 +698,7 @@ mod tests {
                     guest: "/srv".into(),
                 },
             )],
+            share_fs: None,
             hostfwd: vec![],
             accel: Accel::Auto,
             arch: crate::machine::GuestArch::host(),
@@ -532,7 +710,7 @@ mod tests {
     fn outbound_network_through_passt_without_the_hosts_loopback() {
         let mut s = spec();
         s.outbound_network = true;
-        let args = qemu_args(&s).join(" ");
+        let args = qemu_args(&s, ShareFs::Virtiofs).join(" ");
         assert!(
             args.contains(
                 "-netdev stream,id=net0,server=off,addr.type=unix,addr.path=/m/passt/passt.sock"
@@ -549,20 +727,19 @@ mod tests {
         assert!(passt.contains("--dns-forward 10.0.2.3"), "{passt}");
         // hostfwd benchmarks keep QEMU's restricted user network instead.
         s.hostfwd = vec!["tcp:127.0.0.1:1-:2".into()];
-        let args = qemu_args(&s).join(" ");
+        let args = qemu_args(&s, ShareFs::Virtiofs).join(" ");
         assert!(args.contains("user,id=net0,restrict=on"), "{args}");
         assert!(!args.contains("passt"), "{args}");
     }
 
     #[test]
     fn microvm_with_tcg_vsock_disk_and_share() {
-        let args = qemu_args(&spec()).join(" ");
+        let args = qemu_args(&spec(), ShareFs::Virtiofs).join(" ");
         assert!(args.contains("-accel tcg -cpu max"), "{args}");
         assert!(!args.contains("-cpu host"));
         assert!(args.contains("memory-backend-memfd,id=mem,size=1024M,share=on"));
         assert!(args.contains("vhost-user-vsock-device,chardev=vsock"));
         assert!(args.contains("file=/d.img,format=raw"));
-        assert!(args.contains("virtio-9p-device,fsdev=berthshare0,mount_tag=berthshare0"));
         // No network device unless hostfwd rules ask for one.
         assert!(!args.contains("-netdev"));
     }
@@ -571,13 +748,69 @@ mod tests {
     fn an_arm64_guest_is_a_virt_machine_without_x86_clock_arguments() {
         let mut s = spec();
         s.arch = GuestArch::Aarch64;
-        let args = qemu_args(&s).join(" ");
+        let args = qemu_args(&s, ShareFs::Virtiofs).join(" ");
         assert!(args.contains("-M virt,memory-backend=mem"), "{args}");
         assert!(args.contains("-accel tcg -cpu cortex-a72"), "{args}");
         assert!(!args.contains("tsc_early_khz"), "{args}");
         assert!(args.contains("vhost-user-vsock-device,chardev=vsock"));
         s.accel = Accel::Kvm;
-        assert!(qemu_args(&s).join(" ").contains("-accel kvm -cpu host"));
+        assert!(qemu_args(&s, ShareFs::Virtiofs)
+            .join(" ")
+            .contains("-accel kvm -cpu host"));
+    }
+
+    #[test]
+    fn shares_over_virtiofs_or_9p_and_the_agent_is_told_which() {
+        let args = qemu_args(&spec(), ShareFs::Virtiofs).join(" ");
+        assert!(
+            args.contains("-chardev socket,id=fs-berthshare0,path=/m/berthshare0.virtiofs.sock -device vhost-user-fs-device,chardev=fs-berthshare0,tag=berthshare0"),
+            "{args}"
+        );
+        assert!(
+            args.contains("berth.shares=berthshare0:/srv:virtiofs"),
+            "{args}"
+        );
+        assert!(!args.contains("9p"), "{args}");
+        let args = qemu_args(&spec(), ShareFs::NineP).join(" ");
+        assert!(
+            args.contains("-fsdev local,id=berthshare0,path=/srv,security_model=none -device virtio-9p-device,fsdev=berthshare0,mount_tag=berthshare0"),
+            "{args}"
+        );
+        assert!(args.contains("berth.shares=berthshare0:/srv:9p"), "{args}");
+        assert!(!args.contains("vhost-user-fs"), "{args}");
+        let mut s = spec();
+        s.shares.clear();
+        let args = qemu_args(&s, ShareFs::Virtiofs).join(" ");
+        assert!(
+            !args.contains("berth.shares") && !args.contains("fs-"),
+            "{args}"
+        );
+
+        let share = &spec().shares[0].1;
+        let sock = Path::new("/m/berthshare0.virtiofs.sock");
+        let root = virtiofsd_args(sock, share, true).join(" ");
+        assert_eq!(
+            root,
+            "--socket-path /m/berthshare0.virtiofs.sock --shared-dir /srv --cache auto --announce-submounts --log-level warn --sandbox namespace"
+        );
+        assert!(virtiofsd_args(sock, share, false)
+            .join(" ")
+            .ends_with("--sandbox none"));
+    }
+
+    #[test]
+    fn virtiofs_when_virtiofsd_is_there_else_9p_unless_asked_for() {
+        assert_eq!(share_fs(None, true).ok(), Some(ShareFs::Virtiofs));
+        assert_eq!(share_fs(None, false).ok(), Some(ShareFs::NineP));
+        assert_eq!(
+            share_fs(Some(ShareFs::NineP), true).ok(),
+            Some(ShareFs::NineP)
+        );
+        let err = share_fs(Some(ShareFs::Virtiofs), false).expect_err("no virtiofsd");
+        assert!(
+            err.to_string().contains("cargo install --locked virtiofsd"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -586,15 +819,18 @@ mod tests {
             tcg_kernel_args(2_400_000),
             "tsc_early_khz=2400000 lpj=9600000 tsc=reliable"
         );
-        let args = qemu_args(&spec()).join(" ");
-        assert!(args.contains("console=ttyS0 tsc_early_khz="), "{args}");
+        let args = qemu_args(&spec(), ShareFs::Virtiofs).join(" ");
+        assert!(
+            args.contains("console=ttyS0 berth.shares=berthshare0:/srv:virtiofs tsc_early_khz="),
+            "{args}"
+        );
     }
 
     #[test]
     fn user_network_is_restricted() {
         let mut s = spec();
         s.hostfwd = vec!["tcp:127.0.0.1:18081-:18081".into()];
-        let args = qemu_args(&s).join(" ");
+        let args = qemu_args(&s, ShareFs::Virtiofs).join(" ");
         assert!(
             args.contains("user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:18081-:18081"),
             "{args}"
@@ -607,6 +843,7 @@ mod tests {
             qemu: "/nonexistent/qemu".into(),
             vhost_vsock: "/nonexistent/vhost".into(),
             passt: None,
+            virtiofsd: None,
         };
         let err = q.launch(&spec()).err().expect("missing kernel");
         assert!(matches!(err, HypervisorError::Missing { .. }), "{err}");

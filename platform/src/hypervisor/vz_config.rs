@@ -12,6 +12,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{HypervisorError, LaunchSpec};
+use crate::protocol::ShareFs;
 
 /// `VZVirtioFileSystemDeviceConfiguration` tags are at most 36 bytes.
 pub const MAX_TAG_BYTES: usize = 36;
@@ -149,6 +150,12 @@ pub fn vz_config(
             "Virtualization.framework limits that allow no VM",
         ));
     }
+    // The framework shares directories over virtiofs only.
+    if spec.share_fs == Some(ShareFs::NineP) {
+        return Err(HypervisorError::Unsupported(
+            "9p shares with Virtualization.framework",
+        ));
+    }
     let mut shares = Vec::new();
     for (tag, share) in &spec.shares {
         if tag.is_empty() || tag.len() > MAX_TAG_BYTES {
@@ -178,7 +185,11 @@ pub fn vz_config(
     Ok(VzConfig {
         kernel: spec.kernel.clone(),
         initrd: spec.initrd.clone(),
-        cmdline: vz_cmdline(&spec.cmdline),
+        cmdline: vz_cmdline(&super::with_shares(
+            &spec.cmdline,
+            &spec.shares,
+            ShareFs::Virtiofs,
+        )),
         cpus,
         memory,
         disk: spec.disk.clone(),
@@ -248,6 +259,7 @@ mod tests {
                     guest: share,
                 },
             )],
+            share_fs: None,
             hostfwd: vec![],
             accel: Accel::Auto,
             arch: crate::machine::GuestArch::host(),
@@ -260,7 +272,14 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         let s = spec(tmp.path(), &arm64_image());
         let c = vz_config(&s, LIMITS, "aarch64").expect("config");
-        assert_eq!(c.cmdline, "console=hvc0 reboot=t rdinit=/init");
+        // The agent is told to mount the shares as virtiofs.
+        assert_eq!(
+            c.cmdline,
+            format!(
+                "console=hvc0 reboot=t rdinit=/init berth.shares=berthshare0:{}:virtiofs",
+                tmp.path().join("src").display()
+            )
+        );
         assert_eq!(c.cpus, 4);
         assert_eq!(c.memory, 2048 * MIB);
         assert_eq!(c.disk, s.disk);
@@ -359,5 +378,9 @@ mod tests {
         s.shares[0].1.host = tmp.path().join("nope");
         let err = vz_config(&s, LIMITS, "aarch64").expect_err("share");
         assert!(err.to_string().contains("shared directory"), "{err}");
+        let mut s = spec(tmp.path(), &arm64_image());
+        s.share_fs = Some(ShareFs::NineP);
+        let err = vz_config(&s, LIMITS, "aarch64").expect_err("9p");
+        assert!(err.to_string().contains("9p"), "{err}");
     }
 }
