@@ -11,8 +11,12 @@
   forward      GET of a 64 MiB file from busybox httpd in the VM through the
                vsock port forward vs through QEMU's user-net hostfwd on the
                same VM (MB/s; target vsock >= 2x hostfwd)
+  share        a container reads a 64 MiB host file (MB/s) and 2000 small host
+               files (ms) from a --share directory, the guest's page cache
+               dropped first: virtiofs (virtiofsd) on the machine above vs 9p
+               on a second machine (--share-fs 9p) started after it
 
-Needs root, qemu-system-x86_64, vhost-device-vsock, busybox-static, a built
+Needs root, qemu-system-x86_64, vhost-device-vsock, virtiofsd, busybox-static, a built
 `berth` (target/debug or release) and the static agent
 (guest-image/build-agent.sh). Everything runs in a private temp dir; nothing
 leaves loopback (user networking is restrict=on).
@@ -147,7 +151,7 @@ def busybox_tar(path):
             i.mode = 0o755
             t.addfile(i)
         t.add("/bin/busybox", arcname="bin/busybox")
-        for a in ("sh", "httpd", "dd", "mkdir", "true", "echo"):
+        for a in ("sh", "httpd", "dd", "mkdir", "true", "echo", "cat", "time"):
             i = tarfile.TarInfo(f"bin/{a}")
             i.type = tarfile.SYMTYPE
             i.linkname = "busybox"
@@ -171,6 +175,30 @@ def get_throughput(port, size):
     return n / dt / 1e6
 
 
+def share_reads(berth, sock, share, n):
+    """(MB/s reading big.bin, ms reading the small files) in a container, medians of n,
+    each with the guest's page cache dropped (busybox `time`: 10 ms resolution)."""
+    script = ("echo 3 > /proc/sys/vm/drop_caches && time cat /data/big.bin > /dev/null && "
+              "echo 3 > /proc/sys/vm/drop_caches && time cat /data/small/* > /dev/null")
+    big, small = [], []
+    for _ in range(n):
+        out = run([berth, "-H", sock, "run", "--rm", "--privileged", "-v", f"{share}:/data",
+                   "busybox", "sh", "-c", script]).stderr
+        secs = [parse_time(line) for line in out.splitlines() if line.startswith("real")]
+        if len(secs) != 2:
+            sys.exit(f"unexpected `time` output: {out}")
+        big.append((64 << 20) / max(secs[0], 0.01) / 1e6)
+        small.append(secs[1] * 1000)
+    return median(big), median(small)
+
+
+def parse_time(line):
+    """busybox `time`: "real\t0m 0.54s" → 0.54."""
+    words = line.split()[1:]
+    mins = int(words[0].rstrip("m"))
+    return mins * 60 + float(words[1].rstrip("s"))
+
+
 def median(xs):
     return statistics.median(xs)
 
@@ -191,8 +219,16 @@ def main():
     results = {}
     daemon = None
     try:
+        share = f"{work}/share"
+        os.makedirs(f"{share}/small")
+        with open(f"{share}/big.bin", "wb") as f:
+            f.write(os.urandom(64 << 20))
+        for i in range(2000):
+            with open(f"{share}/small/f{i}", "w") as f:
+                f.write(f"{i}\n")
+        vsock_cid = 3 + os.getpid() % 100000
         run([berth, "machine", "init", "b", "--memory", str(a.memory), "--disk", "2",
-             "--cid", str(3 + os.getpid() % 100000),
+             "--cid", str(vsock_cid), "--share", share,
              "--hostfwd", f"tcp:127.0.0.1:{hostfwd_port}-:{fwd_port}"], env=env)
         sock = f"unix://{work}/b/berth.sock"
         ready, start_wall = [], []
@@ -267,12 +303,29 @@ def main():
         results["forward_hostfwd_MBps"] = median(hf)
         results["forward_ratio"] = results["forward_vsock_MBps"] / results["forward_hostfwd_MBps"]
         run([berth, "-H", sock, "rm", "-f", cid], check=False)
+
+        # Share reads: virtiofs here, then 9p on a second machine with the same share.
+        big, small = share_reads(berth, sock, share, a.n)
+        results["share_read_virtiofs_MBps"] = big
+        results["share_small_virtiofs_ms"] = small
+        run([berth, "machine", "stop", "b"], env=env)
+        run([berth, "machine", "init", "b9", "--memory", str(a.memory), "--disk", "2",
+             "--cid", str(vsock_cid + 1), "--share", share, "--share-fs", "9p", "--no-network"], env=env)
+        run([berth, "machine", "start", "b9"], env=env)
+        sock9 = f"unix://{work}/b9/berth.sock"
+        run([berth, "-H", sock9, "import", tar, "busybox:latest"])
+        big, small = share_reads(berth, sock9, share, a.n)
+        results["share_read_9p_MBps"] = big
+        results["share_small_9p_ms"] = small
+        results["share_read_ratio"] = results["share_read_virtiofs_MBps"] / big
+        results["share_small_ratio"] = small / results["share_small_virtiofs_ms"]
     finally:
         if daemon:
             daemon.terminate()
             daemon.wait()
             subprocess.run(["umount", "-R", "-l", f"{work}/hostdata"], capture_output=True)
-        run([berth, "machine", "stop", "b"], env=env, check=False)
+        for name in ("b", "b9"):
+            run([berth, "machine", "stop", name], env=env, check=False)
         shutil.rmtree(work, ignore_errors=True)
     for k, v in results.items():
         print(f"{k:24} {v:10.2f}" if isinstance(v, float) else f"{k:24} {v:>10}")

@@ -202,7 +202,7 @@ fn machine_end_to_end() {
         eprintln!("skipping: needs root");
         return;
     }
-    for tool in ["qemu-system-x86_64", "vhost-device-vsock"] {
+    for tool in ["qemu-system-x86_64", "vhost-device-vsock", "virtiofsd"] {
         if find_in_path(tool).is_none() {
             eprintln!("skipping: {tool} is not installed (see .ci/run)");
             return;
@@ -466,6 +466,52 @@ fn machine_end_to_end() {
     assert!(out.contains("from-the-host"), "{out}");
     let back = std::fs::read_to_string(share.join("out.txt")).expect("written through the share");
     assert_eq!(back.trim(), "from-the-vm");
+    // Over virtiofs (virtiofsd is installed here), the filesystem macOS uses.
+    let mounts = ok(dk(&[
+        "run",
+        "--rm",
+        "-v",
+        &bind,
+        "busybox",
+        "cat",
+        "/proc/mounts",
+    ]));
+    assert!(
+        mounts.lines().any(|l| l.split_whitespace().take(3).eq([
+            "berthshare0",
+            "/data",
+            "virtiofs"
+        ])),
+        "{mounts}"
+    );
+    // What the host changes while a container runs is what the container then reads:
+    // a file rewritten after the container read it, and a file created after it started.
+    let id = ok(dk(&[
+        "run",
+        "-d",
+        "-v",
+        &bind,
+        "busybox",
+        "sh",
+        "-c",
+        "cat /data/in.txt && sleep 300",
+    ]));
+    let id = id.trim();
+    let first = try_wait_until(Duration::from_secs(30), || {
+        let o = dk(&["logs", id]);
+        text(&o).contains("from-the-host").then_some(())
+    });
+    assert!(first.is_some(), "the container never read in.txt");
+    std::fs::write(share.join("in.txt"), "rewritten-by-the-host\n").expect("rewrite");
+    std::fs::write(share.join("late.txt"), "created-by-the-host\n").expect("late file");
+    let mut seen = String::new();
+    let coherent = try_wait_until(Duration::from_secs(10), || {
+        let o = dk(&["exec", id, "cat", "/data/in.txt", "/data/late.txt"]);
+        seen = String::from_utf8_lossy(&o.stdout).into_owned();
+        (o.status.success() && seen == "rewritten-by-the-host\ncreated-by-the-host\n").then_some(())
+    });
+    assert!(coherent.is_some(), "the container still reads {seen:?}");
+    ok(dk(&["rm", "-f", id]));
 
     // A port listening in the VM is answered on the host's 127.0.0.1.
     let port = free_port();
