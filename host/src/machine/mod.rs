@@ -36,7 +36,7 @@ pub struct MachineCli {
 #[derive(Subcommand)]
 enum MachineCommand {
     /// Create a machine: settings, data disk, boot image.
-    Init(InitArgs),
+    Init(Box<InitArgs>),
     /// Boot the machine and serve its engine on a local socket.
     Start(StartArgs),
     /// Shut the machine down cleanly (containers stopped, disk synced).
@@ -208,7 +208,7 @@ fn ensure_machine() -> Result<String> {
             let MachineCommand::Init(args) = cli.command else {
                 bail!("parsing the default machine settings");
             };
-            init(args, &mut progress)?;
+            init(*args, &mut progress)?;
         }
         start(&name, ON_DEMAND_TIMEOUT, &mut progress)
             .with_context(|| format!("starting machine {name} on demand"))?;
@@ -225,7 +225,7 @@ fn dir(name: &str) -> Result<MachineDir> {
 
 fn run(cli: MachineCli) -> Result<()> {
     match cli.command {
-        MachineCommand::Init(a) => init(a, &mut std::io::stdout()),
+        MachineCommand::Init(a) => init(*a, &mut std::io::stdout()),
         MachineCommand::Start(a) => start(
             &a.name,
             Duration::from_secs(a.timeout),
