@@ -21,7 +21,7 @@ Needs root, qemu-system-x86_64, vhost-device-vsock, virtiofsd, busybox-static, a
 (guest-image/build-agent.sh). Everything runs in a private temp dir; nothing
 leaves loopback (user networking is restrict=on).
 
-Usage: bench/vm.py [-n BOOTS] [--target DIR]
+Usage: bench/vm.py [-n BOOTS] [--target DIR] [--cid CID]
 """
 
 import argparse
@@ -208,6 +208,11 @@ def main():
     ap.add_argument("-n", type=int, default=3, help="boots and runs to take the median of")
     ap.add_argument("--target", default=os.environ.get("CARGO_TARGET_DIR", os.path.join(REPO, "target")))
     ap.add_argument("--memory", type=int, default=1024)
+    # Hybrid vsock CIDs are private to each machine's vhost-device-vsock, but keep to the
+    # range this script is given (300-399 by default; two machines) so concurrent runs stay apart.
+    ap.add_argument("--cid", type=int, default=300 + os.getpid() % 50 * 2,
+                    help="the first machine's vsock CID, the 9p one's is the next "
+                         "(default: an even one in 300-398)")
     a = ap.parse_args()
     berth = find(a.target, "berth")
     agent = os.environ.get("BERTH_AGENT") or f"{a.target}/x86_64-unknown-linux-gnu/release/berth-agent"
@@ -226,9 +231,8 @@ def main():
         for i in range(2000):
             with open(f"{share}/small/f{i}", "w") as f:
                 f.write(f"{i}\n")
-        vsock_cid = 3 + os.getpid() % 100000
         run([berth, "machine", "init", "b", "--memory", str(a.memory), "--disk", "2",
-             "--cid", str(vsock_cid), "--share", share,
+             "--cid", str(a.cid), "--share", share,
              "--hostfwd", f"tcp:127.0.0.1:{hostfwd_port}-:{fwd_port}"], env=env)
         sock = f"unix://{work}/b/berth.sock"
         ready, start_wall = [], []
@@ -297,8 +301,11 @@ def main():
                 break
             except OSError:
                 time.sleep(0.1)
-        vs = [get_throughput(fwd_port, size) for _ in range(a.n)]
-        hf = [get_throughput(hostfwd_port, size) for _ in range(a.n)]
+        # Alternated, so both see the same load on the host.
+        vs, hf = [], []
+        for _ in range(a.n):
+            vs.append(get_throughput(fwd_port, size))
+            hf.append(get_throughput(hostfwd_port, size))
         results["forward_vsock_MBps"] = median(vs)
         results["forward_hostfwd_MBps"] = median(hf)
         results["forward_ratio"] = results["forward_vsock_MBps"] / results["forward_hostfwd_MBps"]
@@ -310,7 +317,7 @@ def main():
         results["share_small_virtiofs_ms"] = small
         run([berth, "machine", "stop", "b"], env=env)
         run([berth, "machine", "init", "b9", "--memory", str(a.memory), "--disk", "2",
-             "--cid", str(vsock_cid + 1), "--share", share, "--share-fs", "9p", "--no-network"], env=env)
+             "--cid", str(a.cid + 1), "--share", share, "--share-fs", "9p", "--no-network"], env=env)
         run([berth, "machine", "start", "b9"], env=env)
         sock9 = f"unix://{work}/b9/berth.sock"
         run([berth, "-H", sock9, "import", tar, "busybox:latest"])

@@ -11,7 +11,7 @@ use berth_api::{ApiState, DaemonInfo};
 use berth_engine::ImageService;
 use berth_platform::protocol::{
     parse_forward_header, ControlReply, ControlRequest, ForwardedPort, Proto, StreamFrame,
-    UdpFrame, API_PORT, CONTROL_PORT, FORWARD_PORT, FRAMED_API_PORT,
+    UdpFrame, API_PORT, CONTROL_PORT, FORWARD_PORT, FRAMED_API_PORT, READY_PORT,
 };
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::watch;
@@ -57,6 +57,10 @@ fn uptime_ms() -> Option<u64> {
 pub fn run(options: Options) -> Result<()> {
     if options.in_vm {
         disk::prepare()?;
+        eprintln!(
+            "berth-agent: data disk ready at {} ms",
+            uptime_ms().unwrap_or(0)
+        );
         // Containers started through the API get the guest's network and DNS.
         dhcp::wait_for_first_lease();
     }
@@ -138,10 +142,12 @@ async fn serve(options: Options) -> Result<()> {
         .with_context(|| format!("creating {}", data_root.display()))?;
     let images = ImageService::open(&data_root, berth_registry::ClientConfig::default())
         .with_context(|| format!("opening the image store in {}", data_root.display()))?;
+    let opened_ms = uptime_ms();
     match images.ensure_embedded_hello().await {
         Ok(_) => {}
         Err(e) => eprintln!("berth-agent: loading the embedded hello image failed: {e}"),
     }
+    let hello_ms = uptime_ms();
     if let Some(loading) = later_modules {
         let failed = loading.await.unwrap_or(0);
         if failed > 0 {
@@ -173,11 +179,18 @@ async fn serve(options: Options) -> Result<()> {
     let control = bind(CONTROL_PORT)?;
     let forward = bind(FORWARD_PORT)?;
     let ready_ms = uptime_ms();
+    // Where the time to ready went (guest uptime), to see what varies between boots.
     eprintln!(
-        "berth-agent {}: API on vsock port {API_PORT} ({} ms after boot)",
+        "berth-agent {}: API on vsock port {API_PORT} ({} ms after boot; image store open at {}, hello at {})",
         env!("CARGO_PKG_VERSION"),
-        ready_ms.unwrap_or(0)
+        ready_ms.unwrap_or(0),
+        opened_ms.unwrap_or(0),
+        hello_ms.unwrap_or(0),
     );
+
+    if options.in_vm {
+        tokio::spawn(announce_ready(ready_ms));
+    }
 
     // Host services listen on the guest's loopback; forwarding those ports back to the
     // host would loop, so they are left out of the forwarded set.
@@ -271,6 +284,37 @@ async fn serve(options: Options) -> Result<()> {
     stop_containers(&state).await;
     control_task.abort();
     Ok(())
+}
+
+/// Tells the host the API is up ([`READY_PORT`]): the host waits for this
+/// instead of probing, as a probe that arrives before the guest's vsock
+/// queues are ready kills the hybrid vsock backend. A refused connection
+/// (the host's listener not there yet) is retried for a while.
+async fn announce_ready(ready_ms: Option<u64>) {
+    const HOST_CID: u32 = 2;
+    let mut line = serde_json::to_vec(&ControlReply {
+        version: Some(env!("CARGO_PKG_VERSION").into()),
+        ready_ms,
+        ..ControlReply::ok()
+    })
+    .unwrap_or_default();
+    line.push(b'\n');
+    let mut last_error = None;
+    for _ in 0..50 {
+        match VsockStream::connect(VsockAddr::new(HOST_CID, READY_PORT)).await {
+            Ok(mut host) => {
+                if let Err(e) = host.write_all(&line).await {
+                    eprintln!("berth-agent: announcing readiness: {e}");
+                }
+                return;
+            }
+            Err(e) => last_error = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    if let Some(e) = last_error {
+        eprintln!("berth-agent: announcing readiness on host vsock port {READY_PORT}: {e}");
+    }
 }
 
 async fn stop_containers(state: &ApiState) {

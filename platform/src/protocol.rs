@@ -21,6 +21,12 @@
 //!   [`StreamFrame`]s both ways. Only the
 //!   ports the machine's configuration allows are connected (a registry on the
 //!   host's 127.0.0.1, say); the guest reaches them on its own 127.0.0.1.
+//! - [`READY_PORT`] (guest to host): once its listeners are bound the agent
+//!   connects here and writes one JSON [`ControlReply`] line (its version and
+//!   `ready_ms`). The host waits for that instead of probing: a host
+//!   connection that reaches vhost-device-vsock after the guest's memory is
+//!   mapped but before its virtqueues are ready ends the backend's worker
+//!   thread (its queue iteration fails), and vsock is then dead for good.
 
 use serde::{Deserialize, Serialize};
 
@@ -29,6 +35,7 @@ pub const CONTROL_PORT: u32 = 1024;
 pub const FORWARD_PORT: u32 = 1025;
 pub const FRAMED_API_PORT: u32 = 2376;
 pub const HOST_SERVICE_PORT: u32 = 1026;
+pub const READY_PORT: u32 = 1027;
 
 /// Kernel command-line key carrying the host's wall clock at boot
 /// (`berth.time=<unix seconds>.<nanoseconds>`).

@@ -604,7 +604,7 @@ fn machine_end_to_end() {
     let o = m.machine(&["start", "mute", "--timeout", "15"]);
     assert!(!o.status.success(), "{}", text(&o));
     assert!(
-        text(&o).contains("did not answer within"),
+        text(&o).contains("did not report ready"),
         "{}\n{}",
         text(&o),
         m.diagnostics("mute")

@@ -13,7 +13,7 @@ use berth_platform::clock::ClockWatch;
 use berth_platform::forward::{serve_endpoint, PortForwarder};
 use berth_platform::hypervisor::{self, LaunchSpec, Vm};
 use berth_platform::machine::{MachineConfig, MachineDir, MachineState, MachineStatus};
-use berth_platform::protocol::{ControlReply, ControlRequest, CONTROL_PORT};
+use berth_platform::protocol::{ControlReply, ControlRequest, CONTROL_PORT, READY_PORT};
 use berth_platform::vsock::{HostVsock, VsockStream};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
@@ -21,8 +21,8 @@ use super::image;
 
 /// How long one readiness probe may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
-/// Pause between readiness probes.
-const PROBE_INTERVAL: Duration = Duration::from_millis(20);
+/// How often the boot wait checks whether the VM died or the deadline passed.
+const EXIT_POLL: Duration = Duration::from_millis(200);
 /// How long the guest gets to power off after a shutdown request.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(45);
 
@@ -158,10 +158,20 @@ async fn supervise(
         }
     };
 
+    // The agent connects here once its API listens. The host must not probe the guest's
+    // ports before that: see `READY_PORT`.
+    let ready_listener = match vsock.listen(READY_PORT) {
+        Ok(l) => l,
+        Err(e) => {
+            vm.kill();
+            return Err(e).context("listening for the guest agent's ready report");
+        }
+    };
+
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
 
-    // Wait for the agent to answer, the VM to die, a signal, or the deadline.
+    // Wait for the agent's report, the VM to die, a signal, or the deadline.
     let deadline = launched + boot_timeout;
     let ping = loop {
         if let Some(exit) = vm.try_exited() {
@@ -173,19 +183,25 @@ async fn supervise(
         if Instant::now() > deadline {
             vm.kill();
             bail!(
-                "the guest agent did not answer within {boot_timeout:?}; console: {}",
+                "the guest agent did not report ready (a connection to host vsock port {READY_PORT}) within {boot_timeout:?}; last console line: {:?}; console: {}",
+                last_line(&d.console_log()),
                 d.console_log().display()
             );
         }
         tokio::select! {
             _ = term.recv() => { vm.kill(); bail!("stopped during boot"); }
             _ = int.recv() => { vm.kill(); bail!("stopped during boot"); }
-            r = control_request(&vsock, &ControlRequest::Ping) => {
-                if let Ok(reply) = r { break reply; }
-            }
+            accepted = ready_listener.accept() => match accepted {
+                Ok(stream) => match read_reply(stream).await {
+                    Ok(reply) => break reply,
+                    Err(e) => eprintln!("berth machine: a bad ready report from the guest: {e:#}"),
+                },
+                Err(e) => eprintln!("berth machine: accepting the guest's ready report: {e}"),
+            },
+            _ = tokio::time::sleep(EXIT_POLL) => {}
         }
-        tokio::time::sleep(PROBE_INTERVAL).await;
     };
+    drop(ready_listener);
     let ready = launched.elapsed();
     sup.status.ready_ms = Some(ready.as_millis() as u64);
     // The clock from the command line is the launch time; the boot took a while since.
@@ -328,6 +344,20 @@ async fn open_control(vsock: &HostVsock) -> Result<VsockStream> {
     Ok(vsock.connect(CONTROL_PORT, PROBE_TIMEOUT).await?)
 }
 
+/// The last non-empty line of the console log, to name where a boot stopped.
+fn last_line(path: &std::path::Path) -> String {
+    std::fs::read(path)
+        .map(|bytes| {
+            String::from_utf8_lossy(&bytes)
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or_default()
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
 /// One request, one reply line.
 pub async fn control_request(vsock: &HostVsock, request: &ControlRequest) -> Result<ControlReply> {
     let stream = open_control(vsock).await?;
@@ -335,6 +365,11 @@ pub async fn control_request(vsock: &HostVsock, request: &ControlRequest) -> Res
     let mut line = serde_json::to_vec(request)?;
     line.push(b'\n');
     w.write_all(&line).await?;
+    read_reply(r).await
+}
+
+/// One JSON reply line, within [`PROBE_TIMEOUT`].
+async fn read_reply(r: impl tokio::io::AsyncRead + Unpin) -> Result<ControlReply> {
     let mut lines = BufReader::new(r).lines();
     let text = tokio::time::timeout(PROBE_TIMEOUT, lines.next_line())
         .await

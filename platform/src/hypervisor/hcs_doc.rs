@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{HypervisorError, LaunchSpec};
 use crate::protocol::{
-    ShareFs, API_PORT, CONTROL_PORT, FORWARD_PORT, FRAMED_API_PORT, HOST_SERVICE_PORT,
+    ShareFs, API_PORT, CONTROL_PORT, FORWARD_PORT, FRAMED_API_PORT, HOST_SERVICE_PORT, READY_PORT,
 };
 use crate::vsock::hyperv_service_guid;
 
@@ -193,12 +193,13 @@ pub struct HcsInputs {
 
 /// The vsock ports of the agent and the host, and who may use them: the
 /// host connects to the guest's control, forward and API ports and binds
-/// the host-service port the guest connects to.
-pub fn agent_service_ports() -> [u32; 5] {
+/// the host-service and ready ports the guest connects to.
+pub fn agent_service_ports() -> [u32; 6] {
     [
         CONTROL_PORT,
         FORWARD_PORT,
         HOST_SERVICE_PORT,
+        READY_PORT,
         API_PORT,
         FRAMED_API_PORT,
     ]
@@ -449,6 +450,7 @@ mod tests {
                             "00000400-facb-11e6-bd58-64006a7986d3": svc,
                             "00000401-facb-11e6-bd58-64006a7986d3": svc,
                             "00000402-facb-11e6-bd58-64006a7986d3": svc,
+                            "00000403-facb-11e6-bd58-64006a7986d3": svc,
                             "00000947-facb-11e6-bd58-64006a7986d3": svc,
                             "00000948-facb-11e6-bd58-64006a7986d3": svc
                         }
