@@ -55,6 +55,12 @@ fn uptime_ms() -> Option<u64> {
 }
 
 pub fn run(options: Options) -> Result<()> {
+    // The modules the boot did not need (bridge, netfilter, …) load while the data disk
+    // mounts, DHCP answers and the image store opens (about a second under TCG, the
+    // longest of these); bridge networking needs them before the engine starts.
+    let later_modules = options
+        .in_vm
+        .then(|| std::thread::spawn(|| modules::load_all(modules::Phase::Later)));
     if options.in_vm {
         disk::prepare()?;
         eprintln!(
@@ -70,7 +76,7 @@ pub fn run(options: Options) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let result = runtime.block_on(serve(options));
+    let result = runtime.block_on(serve(options, later_modules));
     drop(runtime);
     disk::release();
     result
@@ -131,13 +137,11 @@ async fn serve_framed(vsock: VsockStream, state: Arc<ApiState>) {
     server.abort();
 }
 
-async fn serve(options: Options) -> Result<()> {
+async fn serve(
+    options: Options,
+    later_modules: Option<std::thread::JoinHandle<usize>>,
+) -> Result<()> {
     let data_root = options.data_root;
-    // The modules the boot did not need (bridge, netfilter, …) load while the image store
-    // opens; bridge networking needs them before the engine starts.
-    let later_modules = options
-        .in_vm
-        .then(|| tokio::task::spawn_blocking(|| modules::load_all(modules::Phase::Later)));
     std::fs::create_dir_all(&data_root)
         .with_context(|| format!("creating {}", data_root.display()))?;
     let images = ImageService::open(&data_root, berth_registry::ClientConfig::default())
@@ -149,7 +153,9 @@ async fn serve(options: Options) -> Result<()> {
     }
     let hello_ms = uptime_ms();
     if let Some(loading) = later_modules {
-        let failed = loading.await.unwrap_or(0);
+        let failed = tokio::task::spawn_blocking(move || loading.join().unwrap_or(0))
+            .await
+            .unwrap_or(0);
         if failed > 0 {
             eprintln!("berth-agent: {failed} later modules failed to load");
         }
