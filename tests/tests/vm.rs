@@ -159,7 +159,12 @@ fn ok(o: Output) -> String {
 
 /// A minimal busybox image as a tar (imported with `docker import`).
 fn busybox_tar(path: &Path) {
-    let busybox = std::fs::read("/bin/busybox").expect("busybox-static");
+    busybox_tar_from(Path::new("/bin/busybox"), path);
+}
+
+/// The same image around a given busybox binary (another architecture's).
+fn busybox_tar_from(busybox: &Path, path: &Path) {
+    let busybox = std::fs::read(busybox).expect("busybox-static");
     let mut b = tar::Builder::new(std::fs::File::create(path).expect("tar"));
     let mut dir = |name: &str| {
         let mut h = tar::Header::new_gnu();
@@ -733,21 +738,13 @@ fn arm64_guest_runs_containers() {
         "a rejected machine left files"
     );
 
+    let share = m.home.path().join("share");
+    std::fs::create_dir(&share).expect("share dir");
+    std::fs::write(share.join("in.txt"), "from-the-host\n").expect("share file");
+    let share_arg = share.to_str().expect("utf-8").to_string();
     let mut init = m.cmd(&[
-        "machine",
-        "init",
-        "arm",
-        "--arch",
-        "aarch64",
-        "--cpus",
-        "1",
-        "--memory",
-        "1024",
-        "--disk",
-        "2",
-        "--cid",
-        &cid,
-        "--no-network",
+        "machine", "init", "arm", "--arch", "aarch64", "--cpus", "1", "--memory", "1024", "--disk",
+        "2", "--cid", &cid, "--share", &share_arg,
     ]);
     no_apt(&mut init);
     ok(init.output().expect("berth machine init"));
@@ -771,6 +768,40 @@ fn arm64_guest_runs_containers() {
         .output()
         .expect("berth run"));
     assert!(hello.contains("Hello from Berth"), "{hello}");
+
+    // An arm64 busybox image (Debian's, which the image build fetched): the share is read and
+    // written through virtiofs, and eth0 got its address by DHCP.
+    let busybox = std::fs::read_dir(berth_platform::cache_dir().join("busybox"))
+        .expect("the image build's busybox cache")
+        .filter_map(Result::ok)
+        .map(|e| e.path().join("busybox"))
+        .find(|p| p.to_string_lossy().contains("_arm64/") && p.is_file())
+        .expect("Debian's arm64 busybox in the cache");
+    let tar = m.home.path().join("busybox-arm64.tar");
+    busybox_tar_from(&busybox, &tar);
+    let tar_arg = tar.to_str().expect("utf-8");
+    ok(m.cmd(&["-H", &host, "import", tar_arg, "bb:arm64"])
+        .output()
+        .expect("berth import"));
+    let volume = format!("{share_arg}:/data");
+    let out = ok(m
+        .cmd(&[
+            "-H", &host, "run", "--rm", "--network", "host", "-v", &volume, "bb:arm64", "sh",
+            "-c", "uname -m; cat /data/in.txt; grep ' /data ' /proc/mounts; ip -4 addr show eth0; echo back > /data/out.txt",
+        ])
+        .output()
+        .expect("berth run"));
+    assert!(out.contains("aarch64"), "{out}");
+    assert!(out.contains("from-the-host"), "{out}");
+    assert!(out.contains("virtiofs"), "{out}");
+    assert!(out.contains("inet 10.0.2.15/24"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(share.join("out.txt")).expect("written through the share"),
+        "back\n"
+    );
+    let console =
+        std::fs::read_to_string(m.home.path().join("arm/console.log")).unwrap_or_default();
+    assert!(console.contains("by DHCP"), "{console}");
 
     ok(m.machine(&["stop", "arm"]));
     assert_no_vmm_left(&m, "arm");
