@@ -98,6 +98,18 @@ def plain_initrd(path):
         f.write(data)
 
 
+def machine_qemu_arg(status, flag):
+    """The value of `flag` on the machine's QEMU command line."""
+    for pid in status["status"].get("vmm_pids", []):
+        try:
+            argv = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        if flag.encode() in argv:
+            return argv[argv.index(flag.encode()) + 1].decode()
+    sys.exit(f"cannot read {flag} from the machine's QEMU process")
+
+
 def machine_kernel_args(status):
     """The kernel command line QEMU was given for the machine (TCG clock arguments
     included), without Berth's own berth.* keys: the plain boot uses the same."""
@@ -249,15 +261,9 @@ def main():
 
         # The same kernel to a bare init.
         cfg = json.loads(run([berth, "machine", "status", "b", "--json"], env=env).stdout)
-        image_dir = None
-        cache = os.environ.get("BERTH_CACHE_DIR") or os.path.join(
-            os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "berth")
-        images = sorted(
-            (os.path.join(cache, "guest-image", d) for d in os.listdir(os.path.join(cache, "guest-image"))
-             if not d.startswith(".")),
-            key=os.path.getmtime)
-        image_dir = images[-1]
-        kernel = os.path.join(image_dir, "vmlinuz")
+        # The kernel the machine booted (the newest cached image may be another
+        # architecture's).
+        kernel = machine_qemu_arg(cfg, "-kernel")
         initrd = os.path.join(work, "plain.cpio")
         plain_initrd(initrd)
         cmdline = machine_kernel_args(cfg)
