@@ -620,6 +620,15 @@ fn machine_end_to_end() {
     m.names.clear();
 }
 
+/// `machine init NAME` failed, saying `why`, and left no machine directory.
+fn assert_init_rejected(m: &Machines, o: &Output, name: &str, why: &str) {
+    assert!(!o.status.success() && text(o).contains(why), "{}", text(o));
+    assert!(
+        !m.home.path().join(name).exists(),
+        "the rejected machine {name} left files"
+    );
+}
+
 /// Every VMM process the machine's status names has exited.
 fn assert_no_vmm_left(m: &Machines, name: &str) {
     let status = m.home.path().join(name).join("status.json");
@@ -701,15 +710,7 @@ fn arm64_guest_runs_containers() {
     let cid = (100_003 + std::process::id() % 100_000).to_string();
 
     let o = m.machine(&["init", "bad", "--arch", "sparc64"]);
-    assert!(
-        !o.status.success() && text(&o).contains("unknown architecture \"sparc64\""),
-        "{}",
-        text(&o)
-    );
-    assert!(
-        !m.home.path().join("bad").exists(),
-        "a rejected machine left files"
-    );
+    assert_init_rejected(&m, &o, "bad", "unknown architecture \"sparc64\"");
 
     // The image is built once (as for a release) and exported; the machine then boots the
     // exported copy with apt unusable, as on a Mac.
@@ -728,15 +729,7 @@ fn arm64_guest_runs_containers() {
     let mut wrong = m.cmd(&["machine", "init", "x86", "--arch", "x86_64", "--cid", &cid]);
     no_apt(&mut wrong);
     let o = wrong.output().expect("berth machine init");
-    assert!(
-        !o.status.success() && text(&o).contains("is for arm64, not amd64"),
-        "{}",
-        text(&o)
-    );
-    assert!(
-        !m.home.path().join("x86").exists(),
-        "a rejected machine left files"
-    );
+    assert_init_rejected(&m, &o, "x86", "is for arm64, not amd64");
 
     let share = m.home.path().join("share");
     std::fs::create_dir(&share).expect("share dir");
