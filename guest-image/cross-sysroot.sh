@@ -11,7 +11,6 @@ set -euo pipefail
 [ $# -eq 1 ] || { echo "usage: $0 TARGET" >&2; exit 2; }
 target=$1
 here=$(cd "$(dirname "$0")" && pwd)
-rustc_version=$(rustc -V | awk '{print $2}')
 commit=$(rustc -vV | awk '/^commit-hash:/ {print $2}')
 # The suffix changes with how std is built here: cargo does not see a rebuilt sysroot, and
 # crates compiled against the old one would no longer link.
@@ -24,11 +23,7 @@ fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/berth-sysroot.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-# rust-src is architecture-independent; backports and the newer suites keep recent versions.
-deb=$("$here/debian-fetch.sh" amd64 "trixie-backports forky sid" "$work" "rust-src=$rustc_version")
-dpkg-deb -x "$deb" "$work/src"
-src=$work/src/usr/lib/rustlib/src/rust/library
-[ -f "$src/Cargo.lock" ] || { echo "$0: $deb holds no library sources" >&2; exit 1; }
+src=$("$here/rust-src.sh")
 
 mkdir -p "$work/stub/src"
 printf '[package]\nname = "stub"\nversion = "0.0.0"\nedition = "2021"\n[workspace]\n' >"$work/stub/Cargo.toml"

@@ -7,6 +7,7 @@
 //!   vsock to the agent's forward port.
 
 use std::collections::{BTreeSet, HashMap};
+#[cfg(unix)]
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
