@@ -34,13 +34,29 @@ pub async fn serve_endpoint(
     vsock: HostVsock,
     stop: impl Future<Output = ()>,
 ) {
+    accept_until(listener, stop, |client| {
+        serve_endpoint_client(client, vsock.clone())
+    })
+    .await;
+}
+
+/// Accepts clients on `listener` until `stop` resolves, each served by its own task.
+#[cfg(unix)]
+pub(crate) async fn accept_until<F, Fut>(
+    listener: tokio::net::UnixListener,
+    stop: impl Future<Output = ()>,
+    mut serve: F,
+) where
+    F: FnMut(tokio::net::UnixStream) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     tokio::pin!(stop);
     loop {
         tokio::select! {
             _ = &mut stop => return,
             accepted = listener.accept() => {
                 let Ok((client, _)) = accepted else { continue };
-                tokio::spawn(serve_endpoint_client(client, vsock.clone()));
+                tokio::spawn(serve(client));
             }
         }
     }

@@ -477,25 +477,7 @@ impl Qemu {
                 .map_err(io("handing over"))?;
         }
         let mut passt = spawn(program, &passt_args(spec, as_root), &spec.vmm_log)?;
-        let deadline = Instant::now() + BACKEND_READY;
-        while !socket.exists() {
-            if let Some(status) = describe_exit(&mut passt) {
-                return Err(HypervisorError::EarlyExit {
-                    program: "passt".into(),
-                    status,
-                    log: spec.vmm_log.display().to_string(),
-                });
-            }
-            if Instant::now() > deadline {
-                let _ = passt.kill();
-                let _ = passt.wait();
-                return Err(HypervisorError::Timeout {
-                    what: format!("the passt socket {}", socket.display()),
-                    timeout: BACKEND_READY,
-                });
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_for_socket(&mut passt, &socket, "passt", &spec.vmm_log)?;
         Ok(passt)
     }
 }
@@ -544,31 +526,17 @@ impl Hypervisor for Qemu {
             spec.vsock_socket.display().to_string(),
         ];
         let mut backend = spawn(&self.vhost_vsock, &backend_args, &spec.vmm_log)?;
-        let deadline = Instant::now() + BACKEND_READY;
-        while !spec.vhost_socket.exists() {
-            if let Some(status) = describe_exit(&mut backend) {
-                return Err(HypervisorError::EarlyExit {
-                    program: "vhost-device-vsock".into(),
-                    status,
-                    log: spec.vmm_log.display().to_string(),
-                });
-            }
-            if Instant::now() > deadline {
-                let _ = backend.kill();
-                let _ = backend.wait();
-                return Err(HypervisorError::Timeout {
-                    what: format!("the vsock backend socket {}", spec.vhost_socket.display()),
-                    timeout: BACKEND_READY,
-                });
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_for_socket(
+            &mut backend,
+            &spec.vhost_socket,
+            "vhost-device-vsock",
+            &spec.vmm_log,
+        )?;
         let passt = if wants_passt(spec) {
             match self.start_passt(spec) {
                 Ok(p) => Some(p),
                 Err(e) => {
-                    let _ = backend.kill();
-                    let _ = backend.wait();
+                    kill_all([backend]);
                     return Err(e);
                 }
             }

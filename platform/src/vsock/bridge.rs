@@ -47,17 +47,10 @@ pub async fn serve(
     connector: Arc<dyn GuestConnector>,
     stop: impl Future<Output = ()>,
 ) {
-    tokio::pin!(stop);
-    loop {
-        tokio::select! {
-            _ = &mut stop => return,
-            accepted = listener.accept() => {
-                let Ok((client, _)) = accepted else { continue };
-                let connector = Arc::clone(&connector);
-                tokio::spawn(async move { bridge_one(client, connector).await });
-            }
-        }
-    }
+    crate::forward::accept_until(listener, stop, |client| {
+        bridge_one(client, Arc::clone(&connector))
+    })
+    .await;
 }
 
 async fn bridge_one(mut client: UnixStream, connector: Arc<dyn GuestConnector>) {
