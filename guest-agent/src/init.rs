@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use berth_platform::protocol::ShareFs;
 
-use crate::{cmdline, dhcp, modules, serve};
+use crate::{cmdline, dhcp, modules, serve, vmbus};
 
 /// The busybox in the initramfs (networking and mke2fs).
 pub const BUSYBOX: &str = "/bin/busybox";
@@ -19,8 +19,10 @@ pub fn run() -> ! {
     // The kernel starts PID 1 without PATH; the engine runs `nft` (in /usr/sbin) by name.
     std::env::set_var("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
     mount_pseudo_filesystems();
-    let failed = modules::load_all(modules::Phase::Boot);
     let boot = cmdline::parse(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default());
+    let share_filesystems: Vec<ShareFs> = boot.shares.iter().map(|(_, _, fs)| *fs).collect();
+    let on_hyperv = vmbus::on_hyperv(Path::new("/sys"));
+    let failed = modules::load_groups(&modules::boot_groups(on_hyperv, &share_filesystems));
     if let Some(time) = boot.time {
         if let Err(e) = set_clock(time) {
             eprintln!("berth-agent: setting the clock: {e}");
@@ -42,8 +44,10 @@ pub fn run() -> ! {
         }
     }
     eprintln!(
-        "berth-agent: init done in {} ms ({failed} modules failed)",
-        start.elapsed().as_millis()
+        "berth-agent: init done in {} ms, {} ms after boot ({failed} modules failed{})",
+        start.elapsed().as_millis(),
+        serve::uptime_ms().unwrap_or(0),
+        if on_hyperv { ", on Hyper-V" } else { "" }
     );
 
     // SAFETY: no threads exist yet in PID 1, so fork is safe; the child

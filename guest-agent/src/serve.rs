@@ -48,7 +48,7 @@ impl Options {
     }
 }
 
-fn uptime_ms() -> Option<u64> {
+pub fn uptime_ms() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/uptime").ok()?;
     let secs: f64 = text.split_whitespace().next()?.parse().ok()?;
     Some((secs * 1000.0) as u64)
@@ -60,7 +60,7 @@ pub fn run(options: Options) -> Result<()> {
     // longest of these); bridge networking needs them before the engine starts.
     let later_modules = options
         .in_vm
-        .then(|| std::thread::spawn(|| modules::load_all(modules::Phase::Later)));
+        .then(|| std::thread::spawn(|| modules::load_groups(&[modules::LATER])));
     if options.in_vm {
         disk::prepare()?;
         eprintln!(

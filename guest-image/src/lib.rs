@@ -25,10 +25,10 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-pub use modules::{resolve, BOOT_MODULES, LATER_MARKER, LATER_MODULES};
+pub use modules::{resolve, resolve_groups, ModuleGroup, GROUPS};
 
 /// Bumped whenever the archive layout changes.
-const FORMAT: &str = "berth-guest-image/4";
+const FORMAT: &str = "berth-guest-image/5";
 
 #[derive(Debug, thiserror::Error)]
 pub enum GuestImageError {
@@ -99,9 +99,13 @@ pub use deb::{fetch_busybox, fetch_kernel_deb, fetch_userland_debs, Apt, SUITE, 
 fn digest_inputs(inputs: &Inputs) -> Result<String> {
     let mut h = Sha256::new();
     h.update(FORMAT.as_bytes());
-    for m in BOOT_MODULES.iter().chain(LATER_MODULES) {
-        h.update(m.as_bytes());
-        h.update(b"\0");
+    for group in GROUPS {
+        h.update(group.name.as_bytes());
+        h.update(b"\n");
+        for m in group.modules {
+            h.update(m.as_bytes());
+            h.update(b"\0");
+        }
     }
     let fixed = [
         ("the kernel package", &inputs.kernel_deb),
@@ -171,11 +175,7 @@ fn build_into(inputs: &Inputs, work: &Path) -> Result<()> {
     deb::extract(&inputs.kernel_deb, &tree)?;
     let kernel = deb::find_kernel(&tree)?;
     install_kernel(&kernel.vmlinuz, &work.join("vmlinuz"))?;
-    let boot = resolve(&kernel.modules_dir, BOOT_MODULES)?;
-    let later: Vec<String> = resolve(&kernel.modules_dir, LATER_MODULES)?
-        .into_iter()
-        .filter(|m| !boot.contains(m))
-        .collect();
+    let groups = resolve_groups(&kernel.modules_dir)?;
 
     let mut archive = cpio::Archive::default();
     for dir in [
@@ -201,17 +201,21 @@ fn build_into(inputs: &Inputs, work: &Path) -> Result<()> {
     archive.symlink("bin/berth-agent", "/init");
     archive.file_from("bin/busybox", 0o755, &inputs.busybox)?;
     archive.symlink("bin/sh", "busybox");
+    // `berth.list`: each group's header line `--<name>--`, then its module paths in load
+    // order (read by the agent's `modules.rs`).
     let mut list = String::new();
-    for (i, rel) in boot.iter().chain(&later).enumerate() {
-        if i == boot.len() {
-            list.push_str(LATER_MARKER);
+    let mut archived = std::collections::HashSet::new();
+    for (group, modules) in &groups {
+        list.push_str(&format!("--{group}--\n"));
+        for rel in modules {
+            if archived.insert(rel) {
+                let name = format!("lib/modules/{rel}");
+                archive.parents(&name);
+                archive.file_from(&name, 0o644, &kernel.modules_dir.join(rel))?;
+            }
+            list.push_str(rel);
             list.push('\n');
         }
-        let name = format!("lib/modules/{rel}");
-        archive.parents(&name);
-        archive.file_from(&name, 0o644, &kernel.modules_dir.join(rel))?;
-        list.push_str(rel);
-        list.push('\n');
     }
     archive.file("lib/modules/berth.list", 0o644, list.into_bytes());
     add_userland(&mut archive, &inputs.userland_debs, &work.join("userland"))?;
