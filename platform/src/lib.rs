@@ -12,7 +12,10 @@
 //! - [`hypervisor`]: backends that boot the VM (QEMU on Linux,
 //!   Virtualization.framework on macOS, HCS on Windows).
 //! - [`forward`]: the host endpoint and the published-port listeners.
-//! - [`endpoint`]: the names of the Windows named pipes (API, console).
+//! - [`endpoint`]: the names of the Windows named pipes (API, console) and
+//!   a machine's `DOCKER_HOST`.
+//! - [`process`]: the supervisor's process: detached start, stop request,
+//!   liveness, kill (signals on Unix, a named event on Windows).
 
 pub mod clock;
 pub mod endpoint;
@@ -22,6 +25,7 @@ pub mod hypervisor;
 pub mod machine;
 #[cfg(windows)]
 pub mod pipe_endpoint;
+pub mod process;
 pub mod protocol;
 pub mod vsock;
 

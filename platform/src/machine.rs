@@ -364,25 +364,8 @@ pub struct MachineStatus {
 impl MachineStatus {
     /// Whether the supervisor named in the status still runs.
     pub fn supervisor_alive(&self) -> bool {
-        process_alive(self.pid)
+        crate::process::process_alive(self.pid)
     }
-}
-
-#[cfg(unix)]
-pub fn process_alive(pid: u32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
-    if pid <= 0 {
-        return false;
-    }
-    // SAFETY: kill with signal 0 only checks that the process exists.
-    unsafe { libc::kill(pid, 0) == 0 }
-}
-
-#[cfg(not(unix))]
-pub fn process_alive(_pid: u32) -> bool {
-    false
 }
 
 #[cfg(test)]
@@ -458,7 +441,6 @@ mod tests {
         dir.save_status(&status).expect("status");
         let back = dir.load_status().expect("status back");
         assert_eq!(back, status);
-        #[cfg(unix)]
         assert!(back.supervisor_alive());
     }
 }
