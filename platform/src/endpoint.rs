@@ -3,7 +3,23 @@
 //! and the VM's serial console is another one that HCS connects to.
 //! The Windows server itself is in `pipe_endpoint.rs`.
 
-use crate::machine::{MachineConfig, MachineError};
+use crate::machine::{MachineConfig, MachineDir, MachineError};
+
+/// The `DOCKER_HOST` of a machine's API on this host: its named pipe on
+/// Windows, the Unix socket in its directory elsewhere.
+pub fn machine_docker_host(dir: &MachineDir, machine: &str) -> Result<String, MachineError> {
+    docker_host_for(cfg!(windows), dir, machine)
+}
+
+fn docker_host_for(windows: bool, dir: &MachineDir, machine: &str) -> Result<String, MachineError> {
+    if windows {
+        let pipe = api_pipe_name(machine)?;
+        pipe_docker_host(&pipe).ok_or_else(|| MachineError::BadName(machine.to_string()))
+    } else {
+        checked(machine)?;
+        Ok(format!("unix://{}", dir.api_socket().display()))
+    }
+}
 
 /// `\\.\pipe\berth-<machine>`: the machine's Docker API on Windows.
 pub fn api_pipe_name(machine: &str) -> Result<String, MachineError> {
@@ -63,6 +79,22 @@ mod tests {
             assert!(api_pipe_name(bad).is_err(), "{bad:?}");
             assert!(console_pipe_name(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_machine_is_reached_by_pipe_on_windows_and_socket_elsewhere() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = MachineDir::new(tmp.path(), "dev").expect("dir");
+        assert_eq!(
+            docker_host_for(true, &dir, "dev").expect("windows"),
+            "npipe:////./pipe/berth-dev"
+        );
+        assert_eq!(
+            docker_host_for(false, &dir, "dev").expect("unix"),
+            format!("unix://{}", tmp.path().join("dev/berth.sock").display())
+        );
+        assert!(docker_host_for(true, &dir, "a b").is_err());
+        assert!(docker_host_for(false, &dir, "a b").is_err());
     }
 
     #[test]
