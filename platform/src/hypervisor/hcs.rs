@@ -13,14 +13,15 @@ use std::path::{Path, PathBuf};
 
 use windows_sys::core::{HRESULT, PCWSTR, PWSTR};
 use windows_sys::Win32::Foundation::{
-    CloseHandle, LocalFree, ERROR_PIPE_CONNECTED, HANDLE, INVALID_HANDLE_VALUE,
+    CloseHandle, LocalFree, ERROR_PIPE_CONNECTED, E_ACCESSDENIED, GENERIC_ALL, HANDLE,
+    INVALID_HANDLE_VALUE,
 };
 use windows_sys::Win32::Storage::FileSystem::{
     ReadFile, FILE_FLAG_FIRST_PIPE_INSTANCE, PIPE_ACCESS_INBOUND,
 };
 use windows_sys::Win32::System::HostComputeSystem::{
     HcsCloseComputeSystem, HcsCloseOperation, HcsCreateComputeSystem, HcsCreateOperation,
-    HcsGetComputeSystemProperties, HcsGrantVmAccess, HcsStartComputeSystem,
+    HcsGetComputeSystemProperties, HcsGrantVmAccess, HcsOpenComputeSystem, HcsStartComputeSystem,
     HcsTerminateComputeSystem, HcsWaitForOperationResult, HCS_OPERATION, HCS_SYSTEM,
 };
 use windows_sys::Win32::System::Pipes::{
@@ -97,6 +98,7 @@ impl Hypervisor for Hcs {
         // The pipe must exist before the VM's COM1 connects to it.
         copy_console(&console_pipe, spec.console_log.clone())?;
 
+        terminate_stale(&id);
         let system = create(&id, &json)?;
         let vm = HcsVm {
             system,
@@ -184,6 +186,26 @@ impl Vm for HcsVm {
     }
 }
 
+/// Terminates a compute system left under `id`, as `PR_SET_PDEATHSIG` does
+/// for QEMU. A supervisor's system normally dies with it
+/// (`ShouldTerminateOnLastHandleClosed`), but one stays while any other
+/// process (`hcsdiag`, a crashed earlier berth still closing) holds a handle.
+/// Nothing there (`HCS_E_SYSTEM_NOT_FOUND`) is the usual case.
+fn terminate_stale(id: &str) {
+    let id = wide(id);
+    let mut system: HCS_SYSTEM = std::ptr::null_mut();
+    // SAFETY: a NUL-terminated id and an out pointer that outlive the call.
+    let hr = unsafe { HcsOpenComputeSystem(id.as_ptr(), GENERIC_ALL, &mut system) };
+    if hr < 0 || system.is_null() {
+        return;
+    }
+    let stale = System(system);
+    let _ = run_op("HcsTerminateComputeSystem", QUERY_TIMEOUT_MS, |op| {
+        // SAFETY: a live handle and operation; no options.
+        unsafe { HcsTerminateComputeSystem(stale.0, op, std::ptr::null()) }
+    });
+}
+
 fn create(id: &str, json: &str) -> Result<System, HypervisorError> {
     let (id, json) = (wide(id), wide(json));
     let mut system: HCS_SYSTEM = std::ptr::null_mut();
@@ -223,7 +245,7 @@ fn run_op(
         Err(HypervisorError::Hcs {
             call,
             hresult: started,
-            detail: String::new(),
+            detail: with_hint(started, String::new()),
         })
     } else {
         let mut doc: PWSTR = std::ptr::null_mut();
@@ -235,7 +257,7 @@ fn run_op(
             Err(HypervisorError::Hcs {
                 call,
                 hresult: hr,
-                detail: text,
+                detail: with_hint(hr, text),
             })
         } else {
             Ok(text)
@@ -271,10 +293,19 @@ fn check(call: &'static str, hr: HRESULT) -> Result<(), HypervisorError> {
         return Err(HypervisorError::Hcs {
             call,
             hresult: hr,
-            detail: String::new(),
+            detail: with_hint(hr, String::new()),
         });
     }
     Ok(())
+}
+
+/// `detail`, with what to do about access denied (`E_ACCESSDENIED`): HCS
+/// serves only elevated callers.
+fn with_hint(hr: HRESULT, detail: String) -> String {
+    if hr != E_ACCESSDENIED {
+        return detail;
+    }
+    format!("{detail} (the Host Compute Service needs an elevated prompt: Administrators or Hyper-V Administrators)")
 }
 
 fn wide(s: &str) -> Vec<u16> {
