@@ -4,7 +4,6 @@
 
 #[cfg(target_os = "linux")]
 mod daemon;
-#[cfg(unix)]
 mod machine;
 
 use std::process::ExitCode;
@@ -26,8 +25,6 @@ struct DaemonCli {
 
 fn main() -> ExitCode {
     let mut argv = std::env::args_os();
-    // (Windows has neither `daemon` nor `machine` yet.)
-    #[cfg_attr(windows, allow(unused_variables))]
     let program = argv.next();
     let first = argv.next();
     #[cfg(not(target_os = "linux"))]
@@ -49,14 +46,9 @@ fn main() -> ExitCode {
             }
         };
     }
-    #[cfg(unix)]
     if first.as_deref() == Some(std::ffi::OsStr::new("machine")) {
         // `berth machine …` parses its own arguments (as `berth daemon`).
         return machine::main(program.into_iter().chain(argv));
     }
-    #[cfg(unix)]
-    let default_engine = machine::on_demand_engine();
-    #[cfg(not(unix))]
-    let default_engine = None;
-    berth_cli::main_with(default_engine)
+    berth_cli::main_with(machine::on_demand_engine())
 }

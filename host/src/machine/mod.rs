@@ -4,8 +4,11 @@
 //! `start` launches a supervisor (`berth machine serve NAME`, detached) that
 //! owns the VM's processes, the host endpoint and the port forwards, and
 //! writes `status.json`; the other commands talk to it through that file
-//! and signals. Files: see [`berth_platform::machine::MachineDir`].
+//! and a stop request (a signal on Unix, a named event on Windows: see
+//! [`berth_platform::process`]). Files: see
+//! [`berth_platform::machine::MachineDir`].
 
+mod api_endpoint;
 mod image;
 mod supervisor;
 
@@ -17,6 +20,7 @@ use anyhow::{bail, Context, Result};
 use berth_platform::machine::{
     Accel, GuestArch, MachineConfig, MachineDir, MachineState, MachineStatus, Share,
 };
+use berth_platform::process;
 use berth_platform::protocol::ShareFs;
 use clap::{Parser, Subcommand};
 
@@ -184,11 +188,11 @@ pub fn main(args: impl Iterator<Item = std::ffi::OsString>) -> ExitCode {
     }
 }
 
-/// The CLI's engine when nothing names one: on macOS, or anywhere with
+/// The CLI's engine when nothing names one: on macOS and Windows, or anywhere with
 /// `BERTH_MACHINE_ON_DEMAND=1`, the machine `$BERTH_MACHINE` (default `default`), created
 /// and booted first if need be; elsewhere none (the local daemon's socket).
 pub fn on_demand_engine() -> Option<berth_cli::DefaultEngine> {
-    let wanted = cfg!(target_os = "macos")
+    let wanted = cfg!(any(target_os = "macos", windows))
         || std::env::var("BERTH_MACHINE_ON_DEMAND").is_ok_and(|v| v == "1");
     wanted.then_some(ensure_machine as berth_cli::DefaultEngine)
 }
@@ -208,16 +212,28 @@ fn ensure_machine() -> Result<String> {
             let MachineCommand::Init(args) = cli.command else {
                 bail!("parsing the default machine settings");
             };
-            init(*args, &mut progress)?;
+            init(*args, &mut progress)
+                .with_context(|| format!("creating machine {name} on demand"))?;
         }
         start(&name, ON_DEMAND_TIMEOUT, &mut progress)
             .with_context(|| format!("starting machine {name} on demand"))?;
     }
-    Ok(format!("unix://{}", d.api_socket().display()))
+    endpoint(&d, &name)
+}
+
+/// The machine's `DOCKER_HOST` on this host: `npipe:////./pipe/berth-<name>`
+/// on Windows, `unix://<machine dir>/berth.sock` elsewhere.
+fn endpoint(d: &MachineDir, name: &str) -> Result<String> {
+    Ok(berth_platform::endpoint::machine_docker_host(d, name)?)
 }
 
 /// How long a command waits for the machine it boots on demand.
 const ON_DEMAND_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Whether this host's backend can give the VM outbound networking: not on
+/// Windows yet (an HNS NAT endpoint is not built), where a machine is made
+/// without a network instead of one that cannot start.
+const OUTBOUND_NETWORK_BUILT: bool = !cfg!(windows);
 
 fn dir(name: &str) -> Result<MachineDir> {
     Ok(MachineDir::new(&berth_platform::machines_dir(), name)?)
@@ -240,16 +256,38 @@ fn run(cli: MachineCli) -> Result<()> {
     }
 }
 
+/// `HOST[:GUEST]`: the host directory and where the guest mounts it. On
+/// Windows HOST may start with a drive (`C:\src:/src`), and a GUEST left out
+/// is HOST's Linux spelling (`C:\src\app` → `/c/src/app`), since the guest
+/// path must be a Linux one.
+fn split_share(spec: &str, windows: bool) -> (&str, String) {
+    let bytes = spec.as_bytes();
+    let drive = windows && bytes.len() >= 2 && bytes[0].is_ascii_alphabetic() && bytes[1] == b':';
+    let skip = if drive { 2 } else { 0 };
+    match spec[skip..].split_once(':') {
+        Some((h, g)) => (&spec[..skip + h.len()], g.to_string()),
+        None if drive => {
+            let rest = spec[2..].replace('\\', "/");
+            let letter = char::from(bytes[0].to_ascii_lowercase());
+            (spec, format!("/{letter}/{}", rest.trim_start_matches('/')))
+        }
+        None => (spec, spec.to_string()),
+    }
+}
+
 fn parse_share(spec: &str) -> Result<Share> {
-    let (host, guest) = match spec.split_once(':') {
-        Some((h, g)) => (h, g),
-        None => (spec, spec),
-    };
+    let (host, guest) = split_share(spec, cfg!(windows));
     let host = std::fs::canonicalize(host)
         .with_context(|| format!("shared directory {host} does not exist"))?;
     if !host.is_dir() {
         bail!("shared path {} is not a directory", host.display());
     }
+    // Windows' canonical form is a verbatim path (`\\?\C:\…`); keep the plain spelling.
+    #[cfg(windows)]
+    let host = match host.to_str().and_then(|h| h.strip_prefix(r"\\?\")) {
+        Some(plain) if !plain.starts_with("UNC\\") => PathBuf::from(plain),
+        _ => host,
+    };
     Ok(Share {
         host,
         guest: PathBuf::from(guest),
@@ -287,7 +325,14 @@ fn init(a: InitArgs, out: &mut dyn std::io::Write) -> Result<()> {
     config.share_fs = a.share_fs.as_deref().and_then(ShareFs::parse);
     config.hostfwd = a.hostfwd;
     config.host_ports = a.host_ports;
-    config.outbound_network = !a.no_network;
+    config.outbound_network = !a.no_network && OUTBOUND_NETWORK_BUILT;
+    if !a.no_network && !OUTBOUND_NETWORK_BUILT {
+        writeln!(
+            out,
+            "note: outbound networking is not built for this host's hypervisor yet; machine {} has none",
+            a.name
+        )?;
+    }
     config.host_ports.sort_unstable();
     config.host_ports.dedup();
     if let (Some(k), Some(i)) = (&a.kernel, &a.initrd) {
@@ -302,11 +347,12 @@ fn init(a: InitArgs, out: &mut dyn std::io::Write) -> Result<()> {
     config.validate()?;
     std::fs::create_dir_all(&d.dir).with_context(|| format!("creating {}", d.dir.display()))?;
     let result = (|| -> Result<()> {
-        berth_guest_image::create_data_disk(&d.disk(), config.disk_gib)?;
+        // The image first: without one nothing is written (the disk may be large).
         if config.kernel.is_none() {
             let img = image::ensure(config.arch)?;
             eprintln!("guest image: {}", img.dir.display());
         }
+        berth_guest_image::create_data_disk(&d.disk(), config.disk_gib)?;
         d.save(&config)?;
         Ok(())
     })();
@@ -370,8 +416,8 @@ fn start(name: &str, timeout: Duration, out: &mut dyn std::io::Write) -> Result<
     if is_running(&d) {
         writeln!(
             out,
-            "machine {name} is already running: unix://{}",
-            d.api_socket().display()
+            "machine {name} is already running: {}",
+            endpoint(&d, name)?
         )?;
         return Ok(());
     }
@@ -388,8 +434,7 @@ fn start(name: &str, timeout: Duration, out: &mut dyn std::io::Write) -> Result<
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
-    detach(&mut cmd);
-    let mut child = cmd.spawn().context("starting the machine supervisor")?;
+    let mut child = process::spawn_detached(&mut cmd).context("starting the machine supervisor")?;
     let started = Instant::now();
     // The supervisor bounds the boot itself; allow it a little longer to
     // report before giving up on it.
@@ -400,9 +445,9 @@ fn start(name: &str, timeout: Duration, out: &mut dyn std::io::Write) -> Result<
                 MachineState::Running => {
                     writeln!(
                         out,
-                        "machine {name} running in {:.1} s: unix://{}",
+                        "machine {name} running in {:.1} s: {}",
                         started.elapsed().as_secs_f64(),
-                        d.api_socket().display()
+                        endpoint(&d, name)?
                     )?;
                     return Ok(());
                 }
@@ -436,39 +481,64 @@ fn start(name: &str, timeout: Duration, out: &mut dyn std::io::Write) -> Result<
     }
 }
 
-#[cfg(unix)]
-fn detach(cmd: &mut Process) {
-    use std::os::unix::process::CommandExt;
-    cmd.process_group(0);
-}
-
-fn signal(pid: u32, sig: libc::c_int) {
-    if let Ok(pid) = libc::pid_t::try_from(pid) {
-        // SAFETY: kill has no memory-safety preconditions.
-        unsafe { libc::kill(pid, sig) };
-    }
-}
-
 fn stop(name: &str, timeout: Duration) -> Result<()> {
-    let d = dir(name)?;
+    stop_machine(
+        &dir(name)?,
+        name,
+        timeout,
+        STOP_GRACE,
+        &mut std::io::stdout(),
+    )
+}
+
+/// How much longer than its shutdown timeout `stop` gives the supervisor
+/// before killing it (it kills the VM itself after the timeout).
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// Asks the supervisor to stop, waits for it, and kills it once `timeout` and `grace`
+/// have passed.
+fn stop_machine(
+    d: &MachineDir,
+    name: &str,
+    timeout: Duration,
+    grace: Duration,
+    out: &mut dyn std::io::Write,
+) -> Result<()> {
     d.load()?;
-    let Some(s) = current_status(&d).filter(|_| is_running(&d)) else {
-        println!("machine {name} is not running");
+    let Some(s) = current_status(d).filter(|_| is_running(d)) else {
+        writeln!(out, "machine {name} is not running")?;
         return Ok(());
     };
-    signal(s.pid, libc::SIGTERM);
-    let deadline = Instant::now() + timeout + Duration::from_secs(5);
+    match process::request_stop(s.pid, name) {
+        Ok(()) => {}
+        // Windows: a starting supervisor makes its stop event before it launches the VM,
+        // so without one there is nothing yet to shut down cleanly. (A running one's event
+        // missing means another session's namespace: that is an error, below.)
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && s.state == MachineState::Starting => {
+            let _ = process::kill(s.pid);
+        }
+        // It may have ended on its own meanwhile.
+        Err(e) if s.supervisor_alive() => {
+            return Err(e).with_context(|| {
+                format!("asking machine {name}'s supervisor (pid {}) to stop", s.pid)
+            });
+        }
+        Err(_) => {}
+    }
+    let deadline = Instant::now() + timeout + grace;
     while s.supervisor_alive() {
         if Instant::now() > deadline {
-            signal(s.pid, libc::SIGKILL);
+            // The VM goes with its supervisor (see `berth_platform::process`);
+            // VMM processes are killed too in case the supervisor hangs.
+            let _ = process::kill(s.pid);
             for pid in &s.vmm_pids {
-                signal(*pid, libc::SIGKILL);
+                let _ = process::kill(*pid);
             }
             bail!("machine {name} did not stop within {timeout:?}; killed");
         }
         std::thread::sleep(POLL);
     }
-    println!("machine {name} stopped");
+    writeln!(out, "machine {name} stopped")?;
     Ok(())
 }
 
@@ -497,7 +567,7 @@ fn status(name: &str, json: bool) -> Result<()> {
             "name": config.name,
             "config": config,
             "status": s,
-            "endpoint": format!("unix://{}", d.api_socket().display()),
+            "endpoint": endpoint(&d, name)?,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -510,7 +580,7 @@ fn status(name: &str, json: bool) -> Result<()> {
     println!("disk:     {} GiB", config.disk_gib);
     if let Some(s) = &s {
         if s.state == MachineState::Running {
-            println!("endpoint: unix://{}", d.api_socket().display());
+            println!("endpoint: {}", endpoint(&d, name)?);
             if let Some(ms) = s.ready_ms {
                 println!("boot:     {ms} ms to engine ready");
             }
@@ -542,5 +612,160 @@ fn logs(name: &str) -> Result<()> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod share_tests {
+    use super::split_share;
+
+    #[test]
+    fn share_specs_with_and_without_drives() {
+        assert_eq!(split_share("/src", false), ("/src", "/src".to_string()));
+        assert_eq!(
+            split_share("/src:/app", false),
+            ("/src", "/app".to_string())
+        );
+        // A Unix path that merely looks like a drive is split as before.
+        assert_eq!(split_share("c:/app", false), ("c", "/app".to_string()));
+        assert_eq!(
+            split_share(r"C:\src:/app", true),
+            (r"C:\src", "/app".to_string())
+        );
+        assert_eq!(
+            split_share(r"C:\src\my app", true),
+            (r"C:\src\my app", "/c/src/my app".to_string())
+        );
+        assert_eq!(split_share(r"D:\", true), (r"D:\", "/d/".to_string()));
+        assert_eq!(split_share("/src:/app", true), ("/src", "/app".to_string()));
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    /// A private directory removed on drop (the crate has no tempfile dependency).
+    struct TempDir(std::path::PathBuf);
+
+    impl TempDir {
+        fn new() -> Self {
+            static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let dir =
+                std::env::temp_dir().join(format!("berth-machine-test-{}-{n}", std::process::id()));
+            std::fs::create_dir(&dir).expect("create temp dir");
+            Self(dir)
+        }
+        fn path(&self) -> &std::path::Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// A machine whose "supervisor" is `script` (sh), recorded as running;
+    /// the child is reaped by a thread so its pid disappears when it ends.
+    fn fake_machine(
+        tmp: &std::path::Path,
+        name: &str,
+        script: &str,
+    ) -> (
+        MachineDir,
+        u32,
+        std::thread::JoinHandle<std::process::ExitStatus>,
+    ) {
+        let d = MachineDir::new(tmp, name).expect("dir");
+        std::fs::create_dir_all(&d.dir).expect("mkdir");
+        d.save(&MachineConfig::new(name).expect("config"))
+            .expect("save");
+        let mut cmd = Process::new("sh");
+        cmd.args(["-c", script]).current_dir(tmp);
+        let mut child = process::spawn_detached(&mut cmd).expect("spawn sh");
+        let pid = child.id();
+        d.save_status(&MachineStatus {
+            state: MachineState::Running,
+            pid,
+            vmm_pids: Vec::new(),
+            ready_ms: None,
+            error: None,
+            ports: Vec::new(),
+        })
+        .expect("status");
+        let reaper = std::thread::spawn(move || child.wait().expect("wait"));
+        (d, pid, reaper)
+    }
+
+    #[test]
+    fn stop_asks_the_supervisor_and_waits_for_it() {
+        let tmp = TempDir::new();
+        // exec: the shell becomes sleep, which SIGTERM ends.
+        let (d, pid, reaper) = fake_machine(tmp.path(), "stopme", "exec sleep 30");
+        let mut out = Vec::new();
+        stop_machine(
+            &d,
+            "stopme",
+            Duration::from_secs(20),
+            Duration::ZERO,
+            &mut out,
+        )
+        .expect("stop");
+        assert_eq!(String::from_utf8_lossy(&out), "machine stopme stopped\n");
+        assert_eq!(reaper.join().expect("reaper").signal(), Some(libc::SIGTERM));
+        assert!(!process::process_alive(pid));
+        // The status now names a dead supervisor: not running.
+        let mut out = Vec::new();
+        stop_machine(
+            &d,
+            "stopme",
+            Duration::from_secs(1),
+            Duration::ZERO,
+            &mut out,
+        )
+        .expect("second stop");
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "machine stopme is not running\n"
+        );
+        assert_eq!(
+            current_status(&d).map(|s| s.state),
+            Some(MachineState::Failed)
+        );
+    }
+
+    #[test]
+    fn a_supervisor_that_ignores_the_request_is_killed() {
+        let tmp = TempDir::new();
+        let (d, pid, reaper) = fake_machine(
+            tmp.path(),
+            "stubborn",
+            "trap '' TERM; : > trapped; while :; do sleep 0.1; done",
+        );
+        // The request must come after the trap, or the shell just dies of it.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !tmp.path().join("trapped").exists() {
+            assert!(
+                Instant::now() < deadline,
+                "the fake supervisor did not start"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let mut out = Vec::new();
+        let err = stop_machine(
+            &d,
+            "stubborn",
+            Duration::from_millis(300),
+            Duration::ZERO,
+            &mut out,
+        )
+        .expect_err("killed");
+        assert!(err.to_string().contains("did not stop within"), "{err}");
+        assert_eq!(reaper.join().expect("reaper").signal(), Some(libc::SIGKILL));
+        assert!(!process::process_alive(pid));
     }
 }

@@ -1,8 +1,11 @@
 //! The machine's supervisor (`berth machine serve NAME`, started detached by
 //! `berth machine start`): boots the VM, waits for the agent, serves the host
-//! endpoint and the port forwards, and on SIGTERM shuts the guest down
-//! cleanly. Its VMM processes die with it (`PR_SET_PDEATHSIG`), so a killed
-//! supervisor leaves nothing running.
+//! endpoint and the port forwards, and on a stop request (SIGTERM; on
+//! Windows its stop event) shuts the guest down cleanly. The VM dies with it
+//! (`PR_SET_PDEATHSIG` for QEMU's processes; on Windows the compute system
+//! ends with the supervisor's handle), so a killed supervisor leaves nothing
+//! running. The OS-specific parts: [`berth_platform::process`] and
+//! [`super::api_endpoint`].
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -10,14 +13,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use berth_platform::clock::ClockWatch;
-use berth_platform::forward::{serve_endpoint, PortForwarder};
+use berth_platform::forward::PortForwarder;
 use berth_platform::hypervisor::{self, LaunchSpec, Vm};
 use berth_platform::machine::{MachineConfig, MachineDir, MachineState, MachineStatus};
+use berth_platform::process::StopRequests;
 use berth_platform::protocol::{ControlReply, ControlRequest, CONTROL_PORT, READY_PORT};
 use berth_platform::vsock::{HostVsock, VsockStream};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use super::image;
+use super::{api_endpoint, image};
 
 /// How long one readiness probe may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -113,6 +117,8 @@ async fn supervise(
             (img.kernel, img.initrd)
         }
     };
+    // Before the VM runs, so a stop request during the launch is not lost.
+    let mut stop = StopRequests::new(&config.name).context("listening for stop requests")?;
     let backend = hypervisor::probe()
         .into_iter()
         .next()
@@ -168,9 +174,6 @@ async fn supervise(
         }
     };
 
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
-
     // Wait for the agent's report, the VM to die, a signal, or the deadline.
     let deadline = launched + boot_timeout;
     let ping = loop {
@@ -189,8 +192,7 @@ async fn supervise(
             );
         }
         tokio::select! {
-            _ = term.recv() => { vm.kill(); bail!("stopped during boot"); }
-            _ = int.recv() => { vm.kill(); bail!("stopped during boot"); }
+            _ = stop.wait() => { vm.kill(); bail!("stopped during boot"); }
             accepted = ready_listener.accept() => match accepted {
                 Ok(stream) => match read_reply(stream).await {
                     Ok(reply) => break reply,
@@ -215,21 +217,10 @@ async fn supervise(
         ping.ready_ms.unwrap_or(0)
     );
 
-    let api_socket = d.api_socket();
-    let _ = std::fs::remove_file(&api_socket);
-    let listener = tokio::net::UnixListener::bind(&api_socket)
-        .with_context(|| format!("binding {}", api_socket.display()))?;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let endpoint = {
-        let vsock = vsock.clone();
-        let mut stop = stop_rx.clone();
-        tokio::spawn(async move {
-            serve_endpoint(listener, vsock, async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })
-            .await
-        })
-    };
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let endpoint = api_endpoint::serve(d, &config.name, vsock.clone(), async move {
+        let _ = stop_rx.wait_for(|s| *s).await;
+    })?;
     sup.set(MachineState::Running, None);
 
     // Port updates arrive on a watch stream from the agent.
@@ -242,8 +233,7 @@ async fn supervise(
 
     let outcome: Result<()> = loop {
         tokio::select! {
-            _ = term.recv() => break Ok(()),
-            _ = int.recv() => break Ok(()),
+            _ = stop.wait() => break Ok(()),
             Some(ports) = ports_rx.recv() => {
                 forwarder.update(&ports).await;
                 for (p, e) in &forwarder.failed {
