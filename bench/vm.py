@@ -21,7 +21,8 @@ Needs root, qemu-system-x86_64, vhost-device-vsock, virtiofsd, busybox-static, a
 (guest-image/build-agent.sh). Everything runs in a private temp dir; nothing
 leaves loopback (user networking is restrict=on).
 
-Usage: bench/vm.py [-n BOOTS] [--target DIR] [--cid CID]
+Usage: bench/vm.py [-n BOOTS] [--target DIR] [--cid CID] [--only PART[,PART…]]
+(PART: ready, run_rm, forward, share; ready includes plain)
 """
 
 import argparse
@@ -215,6 +216,85 @@ def median(xs):
     return statistics.median(xs)
 
 
+def measure_plain(berth, env, a, work, results):
+    """The same kernel to a bare init, and the agent's overhead ratio."""
+    cfg = json.loads(run([berth, "machine", "status", "b", "--json"], env=env).stdout)
+    # The kernel the machine booted (the newest cached image may be another
+    # architecture's).
+    kernel = machine_qemu_arg(cfg, "-kernel")
+    initrd = os.path.join(work, "plain.cpio")
+    plain_initrd(initrd)
+    cmdline = machine_kernel_args(cfg)
+    results["plain_ms"] = median([plain_boot(kernel, initrd, a.memory, work, cmdline) for _ in range(a.n)])
+    results["agent_overhead_ratio"] = results["ready_ms"] / results["plain_ms"]
+
+
+def measure_run_rm(berth, sock, a, work, results):
+    """`run --rm hello` in the VM vs against a host daemon; returns the daemon."""
+    vm_runs = []
+    for _ in range(a.n):
+        t0 = time.monotonic()
+        run([berth, "-H", sock, "run", "--rm", "hello"])
+        vm_runs.append((time.monotonic() - t0) * 1000)
+    hsock = f"{work}/host.sock"
+    daemon = subprocess.Popen([berth, "daemon", "--host", f"unix://{hsock}", "--data-root", f"{work}/hostdata"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while not os.path.exists(hsock) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    host_runs = []
+    for _ in range(a.n):
+        t0 = time.monotonic()
+        run([berth, "-H", f"unix://{hsock}", "run", "--rm", "hello"])
+        host_runs.append((time.monotonic() - t0) * 1000)
+    results["run_rm_vm_ms"] = median(vm_runs)
+    results["run_rm_host_ms"] = median(host_runs)
+    results["run_rm_ratio"] = results["run_rm_vm_ms"] / results["run_rm_host_ms"]
+    return daemon
+
+
+def measure_forward(berth, sock, a, fwd_port, hostfwd_port, results):
+    """Forwarding throughput: vsock forward vs hostfwd, same server."""
+    size = 64 << 20
+    script = (f"mkdir -p /www && dd if=/dev/zero of=/www/big bs=1M count=64 2>/dev/null && "
+              f"exec httpd -f -p {fwd_port} -h /www")
+    cid = run([berth, "-H", sock, "run", "-d", "--network", "host", "--tmpfs", "/www", "busybox", "sh", "-c", script]).stdout.strip()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", fwd_port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    # Alternated, so both see the same load on the host.
+    vs, hf = [], []
+    for _ in range(a.n):
+        vs.append(get_throughput(fwd_port, size))
+        hf.append(get_throughput(hostfwd_port, size))
+    results["forward_vsock_MBps"] = median(vs)
+    results["forward_hostfwd_MBps"] = median(hf)
+    results["forward_ratio"] = results["forward_vsock_MBps"] / results["forward_hostfwd_MBps"]
+    run([berth, "-H", sock, "rm", "-f", cid], check=False)
+
+
+def measure_share(berth, sock, env, a, work, share, tar, results):
+    """Share reads: virtiofs here, then 9p on a second machine with the same share."""
+    big, small = share_reads(berth, sock, share, a.n)
+    results["share_read_virtiofs_MBps"] = big
+    results["share_small_virtiofs_ms"] = small
+    run([berth, "machine", "stop", "b"], env=env)
+    run([berth, "machine", "init", "b9", "--memory", str(a.memory), "--disk", "2",
+         "--cid", str(a.cid + 1), "--share", share, "--share-fs", "9p", "--no-network"], env=env)
+    run([berth, "machine", "start", "b9"], env=env)
+    sock9 = f"unix://{work}/b9/berth.sock"
+    run([berth, "-H", sock9, "import", tar, "busybox:latest"])
+    big, small = share_reads(berth, sock9, share, a.n)
+    results["share_read_9p_MBps"] = big
+    results["share_small_9p_ms"] = small
+    results["share_read_ratio"] = results["share_read_virtiofs_MBps"] / big
+    results["share_small_ratio"] = small / results["share_small_virtiofs_ms"]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("-n", type=int, default=3, help="boots and runs to take the median of")
@@ -225,7 +305,13 @@ def main():
     ap.add_argument("--cid", type=int, default=300 + os.getpid() % 50 * 2,
                     help="the first machine's vsock CID, the 9p one's is the next "
                          "(default: an even one in 300-398)")
+    ap.add_argument("--only", default="ready,run_rm,forward,share",
+                    help="comma-separated parts to measure (ready, run_rm, forward, share)")
     a = ap.parse_args()
+    parts = set(a.only.split(","))
+    unknown = parts - {"ready", "run_rm", "forward", "share"}
+    if unknown:
+        sys.exit(f"unknown part(s): {', '.join(sorted(unknown))}")
     berth = find(a.target, "berth")
     agent = os.environ.get("BERTH_AGENT") or f"{a.target}/x86_64-unknown-linux-gnu/release/berth-agent"
     if not os.path.isfile(agent):
@@ -248,90 +334,27 @@ def main():
              "--hostfwd", f"tcp:127.0.0.1:{hostfwd_port}-:{fwd_port}"], env=env)
         sock = f"unix://{work}/b/berth.sock"
         ready, start_wall = [], []
-        for i in range(a.n):
+        for i in range(a.n if "ready" in parts else 1):
             t0 = time.monotonic()
             run([berth, "machine", "start", "b"], env=env)
             start_wall.append((time.monotonic() - t0) * 1000)
             st = json.loads(run([berth, "machine", "status", "b", "--json"], env=env).stdout)
             ready.append(st["status"]["ready_ms"])
-            if i < a.n - 1:
+            if i < a.n - 1 and "ready" in parts:
                 run([berth, "machine", "stop", "b"], env=env)
         results["ready_ms"] = median(ready)
         results["start_wall_ms"] = median(start_wall)
-
-        # The same kernel to a bare init.
-        cfg = json.loads(run([berth, "machine", "status", "b", "--json"], env=env).stdout)
-        # The kernel the machine booted (the newest cached image may be another
-        # architecture's).
-        kernel = machine_qemu_arg(cfg, "-kernel")
-        initrd = os.path.join(work, "plain.cpio")
-        plain_initrd(initrd)
-        cmdline = machine_kernel_args(cfg)
-        results["plain_ms"] = median([plain_boot(kernel, initrd, a.memory, work, cmdline) for _ in range(a.n)])
-        results["agent_overhead_ratio"] = results["ready_ms"] / results["plain_ms"]
-        del cfg
-
-        # run --rm hello: VM vs host daemon.
-        vm_runs = []
-        for _ in range(a.n):
-            t0 = time.monotonic()
-            run([berth, "-H", sock, "run", "--rm", "hello"])
-            vm_runs.append((time.monotonic() - t0) * 1000)
-        hsock = f"{work}/host.sock"
-        daemon = subprocess.Popen([berth, "daemon", "--host", f"unix://{hsock}", "--data-root", f"{work}/hostdata"],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
-        while not os.path.exists(hsock) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        host_runs = []
-        for _ in range(a.n):
-            t0 = time.monotonic()
-            run([berth, "-H", f"unix://{hsock}", "run", "--rm", "hello"])
-            host_runs.append((time.monotonic() - t0) * 1000)
-        results["run_rm_vm_ms"] = median(vm_runs)
-        results["run_rm_host_ms"] = median(host_runs)
-        results["run_rm_ratio"] = results["run_rm_vm_ms"] / results["run_rm_host_ms"]
-
-        # Forwarding throughput: vsock forward vs hostfwd, same server.
+        if "ready" in parts:
+            measure_plain(berth, env, a, work, results)
+        if "run_rm" in parts:
+            daemon = measure_run_rm(berth, sock, a, work, results)
         tar = f"{work}/bb.tar"
         busybox_tar(tar)
         run([berth, "-H", sock, "import", tar, "busybox:latest"])
-        size = 64 << 20
-        script = (f"mkdir -p /www && dd if=/dev/zero of=/www/big bs=1M count=64 2>/dev/null && "
-                  f"exec httpd -f -p {fwd_port} -h /www")
-        cid = run([berth, "-H", sock, "run", "-d", "--network", "host", "--tmpfs", "/www", "busybox", "sh", "-c", script]).stdout.strip()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", fwd_port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        # Alternated, so both see the same load on the host.
-        vs, hf = [], []
-        for _ in range(a.n):
-            vs.append(get_throughput(fwd_port, size))
-            hf.append(get_throughput(hostfwd_port, size))
-        results["forward_vsock_MBps"] = median(vs)
-        results["forward_hostfwd_MBps"] = median(hf)
-        results["forward_ratio"] = results["forward_vsock_MBps"] / results["forward_hostfwd_MBps"]
-        run([berth, "-H", sock, "rm", "-f", cid], check=False)
-
-        # Share reads: virtiofs here, then 9p on a second machine with the same share.
-        big, small = share_reads(berth, sock, share, a.n)
-        results["share_read_virtiofs_MBps"] = big
-        results["share_small_virtiofs_ms"] = small
-        run([berth, "machine", "stop", "b"], env=env)
-        run([berth, "machine", "init", "b9", "--memory", str(a.memory), "--disk", "2",
-             "--cid", str(a.cid + 1), "--share", share, "--share-fs", "9p", "--no-network"], env=env)
-        run([berth, "machine", "start", "b9"], env=env)
-        sock9 = f"unix://{work}/b9/berth.sock"
-        run([berth, "-H", sock9, "import", tar, "busybox:latest"])
-        big, small = share_reads(berth, sock9, share, a.n)
-        results["share_read_9p_MBps"] = big
-        results["share_small_9p_ms"] = small
-        results["share_read_ratio"] = results["share_read_virtiofs_MBps"] / big
-        results["share_small_ratio"] = small / results["share_small_virtiofs_ms"]
+        if "forward" in parts:
+            measure_forward(berth, sock, a, fwd_port, hostfwd_port, results)
+        if "share" in parts:
+            measure_share(berth, sock, env, a, work, share, tar, results)
     finally:
         if daemon:
             daemon.terminate()
