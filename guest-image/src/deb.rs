@@ -63,12 +63,14 @@ pub fn find_kernel(tree: &Path) -> Result<KernelTree, GuestImageError> {
         .and_then(|n| n.strip_prefix("vmlinuz-"))
         .unwrap_or_default()
         .to_string();
-    let modules_dir = tree.join("lib/modules").join(&version);
-    if !modules_dir.join("kernel").is_dir() {
-        return Err(GuestImageError::KernelLayout(format!(
-            "lib/modules/{version}/kernel"
-        )));
-    }
+    // Since trixie the modules are under /usr (merged /usr), before under /lib.
+    let modules_dir = ["usr/lib/modules", "lib/modules"]
+        .iter()
+        .map(|base| tree.join(base).join(&version))
+        .find(|dir| dir.join("kernel").is_dir())
+        .ok_or_else(|| {
+            GuestImageError::KernelLayout(format!("(usr/)lib/modules/{version}/kernel"))
+        })?;
     Ok(KernelTree {
         vmlinuz,
         modules_dir,

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-pub use modules::{resolve, resolve_groups, ModuleGroup, GROUPS};
+pub use modules::{resolve_groups, ModuleGroup, GROUPS};
 
 /// Bumped whenever the archive layout changes.
 const FORMAT: &str = "berth-guest-image/5";

@@ -82,16 +82,18 @@ pub fn resolve_groups(
     modules_dir: &Path,
 ) -> Result<Vec<(&'static str, Vec<String>)>, GuestImageError> {
     let text = modules_dep_text(modules_dir)?;
-    resolve_groups_from(&text, GROUPS)
+    let builtin = builtin_modules(modules_dir)?;
+    resolve_groups_from(&text, &builtin, GROUPS)
 }
 
 fn resolve_groups_from(
     dep_text: &str,
+    builtin: &HashSet<String>,
     groups: &[ModuleGroup],
 ) -> Result<Vec<(&'static str, Vec<String>)>, GuestImageError> {
     let mut out: Vec<(&'static str, Vec<String>)> = Vec::new();
     for group in groups {
-        let mut list = resolve_from(dep_text, group.modules)?;
+        let mut list = resolve_from(dep_text, builtin, group.modules)?;
         if let Some((_, first)) = out.first() {
             list.retain(|m| !first.contains(m));
         }
@@ -106,14 +108,20 @@ fn module_name(path: &str) -> String {
     stem.replace('-', "_")
 }
 
-/// Paths (relative to `modules_dir`) of `wanted` and every dependency,
-/// dependencies before dependents. Uses `modules.dep` when the tree has one;
-/// a package as shipped has none (depmod makes it at install time), so then
-/// the `depends=` field of each module's `.modinfo` section is read instead.
-pub fn resolve(modules_dir: &Path, wanted: &[&str]) -> Result<Vec<String>, GuestImageError> {
-    resolve_from(&modules_dep_text(modules_dir)?, wanted)
+/// The names of the modules built into the kernel (`modules.builtin`): a
+/// group may name one (trixie builds virtiofs in, bookworm as a module).
+fn builtin_modules(modules_dir: &Path) -> Result<HashSet<String>, GuestImageError> {
+    let path = modules_dir.join("modules.builtin");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(text.lines().map(module_name).collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(HashSet::new()),
+        Err(e) => Err(io("reading", &path)(e)),
+    }
 }
 
+/// `modules.dep` of the tree. A package as shipped has none (depmod makes
+/// it at install time), so then it is made from the `depends=` field of each
+/// module's `.modinfo` section.
 fn modules_dep_text(modules_dir: &Path) -> Result<String, GuestImageError> {
     let dep_file = modules_dir.join("modules.dep");
     let text = match std::fs::read_to_string(&dep_file) {
@@ -216,7 +224,13 @@ pub(crate) fn modinfo(elf: &[u8], key: &str) -> Option<String> {
     None
 }
 
-fn resolve_from(dep_text: &str, wanted: &[&str]) -> Result<Vec<String>, GuestImageError> {
+/// Paths (relative to the modules directory) of `wanted` and every
+/// dependency, dependencies before dependents; built-in modules need nothing.
+fn resolve_from(
+    dep_text: &str,
+    builtin: &HashSet<String>,
+    wanted: &[&str],
+) -> Result<Vec<String>, GuestImageError> {
     let mut deps: HashMap<String, (String, Vec<String>)> = HashMap::new();
     for line in dep_text.lines() {
         let Some((module, rest)) = line.split_once(':') else {
@@ -229,6 +243,9 @@ fn resolve_from(dep_text: &str, wanted: &[&str]) -> Result<Vec<String>, GuestIma
     let mut seen = HashSet::new();
     for name in wanted {
         let key = name.replace('-', "_");
+        if builtin.contains(&key) {
+            continue;
+        }
         let Some((path, _)) = deps.get(&key) else {
             return Err(GuestImageError::MissingModule(name.to_string()));
         };
@@ -268,15 +285,23 @@ kernel/drivers/virtio/virtio.ko: kernel/drivers/virtio/virtio_ring.ko
 kernel/drivers/virtio/virtio_ring.ko:
 kernel/drivers/virtio/virtio_mmio.ko: kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko
 ";
-        let order =
-            resolve_from(dep, &["virtio_mmio", "vmw_vsock_virtio_transport"]).expect("resolve");
+        let order = resolve_from(
+            dep,
+            &HashSet::new(),
+            &["virtio_mmio", "vmw_vsock_virtio_transport"],
+        )
+        .expect("resolve");
         let pos = |m: &str| order.iter().position(|p| p.ends_with(m)).expect(m);
         assert_eq!(order.len(), 6);
         assert!(pos("/virtio_ring.ko") < pos("/virtio.ko"));
         assert!(pos("/virtio.ko") < pos("/virtio_mmio.ko"));
         assert!(pos("/vsock.ko") < pos("/vmw_vsock_virtio_transport_common.ko"));
         assert!(pos("_common.ko") < pos("/vmw_vsock_virtio_transport.ko"));
-        let err = resolve_from(dep, &["nope"]).expect_err("missing");
+        let err = resolve_from(dep, &HashSet::new(), &["nope"]).expect_err("missing");
+        let builtin = HashSet::from(["nope".to_string()]);
+        assert!(resolve_from(dep, &builtin, &["nope"])
+            .expect("built in")
+            .is_empty());
         assert!(matches!(err, GuestImageError::MissingModule(m) if m == "nope"));
     }
 
@@ -302,7 +327,7 @@ kernel/b/y.ko: kernel/b/shared.ko
                 modules: &["y"],
             },
         ];
-        let resolved = resolve_groups_from(dep, &groups).expect("resolve");
+        let resolved = resolve_groups_from(dep, &HashSet::new(), &groups).expect("resolve");
         let names: Vec<(&str, Vec<&str>)> = resolved
             .iter()
             .map(|(g, l)| (*g, l.iter().map(String::as_str).collect()))
