@@ -67,8 +67,6 @@ pub fn run(options: Options) -> Result<()> {
             "berth-agent: data disk ready at {} ms",
             uptime_ms().unwrap_or(0)
         );
-        // Containers started through the API get the guest's network and DNS.
-        dhcp::wait_for_first_lease();
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -169,11 +167,20 @@ async fn serve(
         // The same bridge networking as `berth daemon` on a Linux host: the default bridge,
         // nftables rules in table `berth`, DNS forwarded to the guest's resolv.conf.
         // (Outside a VM, as in the agent's own tests, the host's networking is left alone.)
+        // The guest image ships nft, so the engine need not run it to find out.
         network: options
             .in_vm
-            .then(berth_engine::containers::NetworkConfig::default),
+            .then(|| berth_engine::containers::NetworkConfig {
+                firewall: Some(berth_network::FirewallBackend::Nftables),
+                ..Default::default()
+            }),
         ..DaemonInfo::default()
     };
+    if options.in_vm {
+        // Containers the engine restarts, and those started through the API, get the
+        // guest's network and DNS; the image store opened while the lease was coming.
+        let _ = tokio::task::spawn_blocking(dhcp::wait_for_first_lease).await;
+    }
     let state = Arc::new(ApiState::new(images, info)?);
 
     let bind = |port| {

@@ -220,6 +220,7 @@ pub fn run(args: DaemonArgs) -> Result<()> {
                 firewall_table: args.nft_table.clone(),
                 dns_upstreams: (!args.dns_upstreams.is_empty()).then(|| args.dns_upstreams.clone()),
                 mtu: args.mtu.or(config.mtu),
+                firewall: None,
             }),
         };
         let state = Arc::new(ApiState::new(images, info)?);

@@ -152,6 +152,10 @@ async fn supervise(
     let _ = std::fs::remove_file(d.console_log());
     let launched = Instant::now();
     let mut vm = backend.launch(&spec)?;
+    eprintln!(
+        "berth machine: VM processes up in {} ms",
+        launched.elapsed().as_millis()
+    );
     sup.status.vmm_pids = vm.pids();
     sup.set(MachineState::Starting, None);
     let vsock = vm.vsock();

@@ -51,6 +51,9 @@ pub struct NetworkConfig {
     pub dns_upstreams: Option<Vec<String>>,
     /// MTU of the default network (`--mtu`); `None`: see `berth_network::DEFAULT_MTU`.
     pub mtu: Option<u32>,
+    /// The packet filter's tool; `None`: detected at start (which runs `nft`, then
+    /// `iptables`: worth skipping where the answer is known, as in the VM).
+    pub firewall: Option<berth_network::FirewallBackend>,
 }
 
 impl Default for NetworkConfig {
@@ -61,6 +64,7 @@ impl Default for NetworkConfig {
             firewall_table: "berth".into(),
             dns_upstreams: None,
             mtu: None,
+            firewall: None,
         }
     }
 }
@@ -163,6 +167,7 @@ impl Networking {
         let mut mc = ManagerConfig::new(root.join("network"));
         mc.default_bridge = cfg.bridge.clone();
         mc.firewall_table = cfg.firewall_table.clone();
+        mc.firewall = cfg.firewall;
         if let Some(mtu) = cfg.mtu {
             if !(68..=65535).contains(&mtu) {
                 return Err(invalid(format!("invalid MTU {mtu}: use 68-65535")));
