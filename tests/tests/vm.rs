@@ -489,6 +489,19 @@ fn machine_end_to_end() {
         ])),
         "{mounts}"
     );
+    // The guest loaded what this machine uses and nothing for other hosts or filesystems:
+    // no Hyper-V driver under QEMU, no 9p with only a virtiofs share.
+    let modules = ok(dk(&["run", "--rm", "busybox", "cat", "/proc/modules"]));
+    let loaded: Vec<&str> = modules
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    for wanted in ["ext4", "overlay", "vmw_vsock_virtio_transport", "virtiofs", "bridge"] {
+        assert!(loaded.contains(&wanted), "{wanted} not loaded: {loaded:?}");
+    }
+    for unwanted in ["hv_vmbus", "hv_sock", "9p", "9pnet_virtio"] {
+        assert!(!loaded.contains(&unwanted), "{unwanted} loaded: {loaded:?}");
+    }
     // What the host changes while a container runs is what the container then reads:
     // a file rewritten after the container read it, and a file created after it started.
     let id = ok(dk(&[
