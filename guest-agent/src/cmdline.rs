@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use berth_platform::protocol::{
-    parse_share_entries, ShareFs, CMDLINE_HOST_PORTS, CMDLINE_SHARES, CMDLINE_TIME,
+    parse_share_entries, ShareFs, StaticNet, CMDLINE_HOST_PORTS, CMDLINE_NET, CMDLINE_SHARES,
+    CMDLINE_TIME,
 };
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -15,6 +16,8 @@ pub struct BootArgs {
     pub shares: Vec<(String, PathBuf, ShareFs)>,
     /// Ports of the host's loopback reachable on the guest's 127.0.0.1.
     pub host_ports: Vec<u16>,
+    /// eth0's fixed address, where the host's network has no DHCP server.
+    pub net: Option<StaticNet>,
 }
 
 pub fn parse(cmdline: &str) -> BootArgs {
@@ -30,6 +33,8 @@ pub fn parse(cmdline: &str) -> BootArgs {
                 .into_iter()
                 .map(|(tag, path, fs)| (tag, PathBuf::from(path), fs))
                 .collect();
+        } else if key == CMDLINE_NET {
+            out.net = StaticNet::parse(value);
         } else if key == CMDLINE_HOST_PORTS {
             out.host_ports = value
                 .split(',')
@@ -72,5 +77,11 @@ mod tests {
             parse("berth.host_ports=5000,x,0,70000,5001").host_ports,
             vec![5000, 5001]
         );
+        let net = parse("quiet berth.net=172.29.0.5/24,172.29.0.1,192.168.1.1 pci=off")
+            .net
+            .expect("net");
+        assert_eq!(net.cmdline_value(), "172.29.0.5/24,172.29.0.1,192.168.1.1");
+        assert_eq!(parse("berth.net=172.29.0.5,172.29.0.1").net, None);
+        assert_eq!(parse("console=ttyS0").net, None);
     }
 }

@@ -9,6 +9,11 @@
 //! ([`start`]), the server waits a bounded time for the first lease before
 //! the API answers ([`wait_for_first_lease`]); udhcpc stays behind (PID 1
 //! reaps it if it dies) and keeps the lease renewed.
+//!
+//! Where the host's network has no DHCP server (an HNS NAT network on
+//! Windows) the host puts eth0's address on the command line
+//! ([`berth_platform::protocol::CMDLINE_NET`]): PID 1 applies it as a lease
+//! that never expires ([`static_plan`]) and starts no udhcpc.
 
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -16,6 +21,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+use berth_platform::protocol::StaticNet;
 
 use crate::init::BUSYBOX;
 use crate::vmbus;
@@ -241,6 +248,23 @@ pub fn plan(event: Event, lease: Option<&Lease>, applied: Option<&str>) -> Vec<S
     }
 }
 
+/// The steps that give eth0 the host's fixed address: the link up, then
+/// the address, route and resolvers as from a lease.
+pub fn static_plan(net: &StaticNet) -> Vec<Step> {
+    let lease = Lease {
+        address: net.address,
+        prefix: net.prefix,
+        routers: vec![net.gateway],
+        dns: net.dns.clone(),
+        domain: None,
+        mtu: None,
+    };
+    let mut steps = plan(Event::Deconfig, None, None);
+    steps.retain(|s| !matches!(s, Step::Record(_)));
+    steps.extend(plan(Event::Bound, Some(&lease), None));
+    steps
+}
+
 /// Whether this process is udhcpc running its script.
 pub fn is_hook() -> bool {
     std::env::var_os(HOOK_ENV).is_some()
@@ -255,7 +279,27 @@ pub fn hook(event: &str) -> anyhow::Result<()> {
         _ => None,
     };
     let applied = std::fs::read_to_string(LEASE_FILE).ok();
-    for step in plan(event, lease.as_ref(), applied.as_deref().map(str::trim)) {
+    run(plan(
+        event,
+        lease.as_ref(),
+        applied.as_deref().map(str::trim),
+    ))?;
+    if let (Event::Bound, Some(l)) = (event, &lease) {
+        let routers: Vec<String> = l.routers.iter().map(Ipv4Addr::to_string).collect();
+        let dns: Vec<String> = l.dns.iter().map(Ipv4Addr::to_string).collect();
+        eprintln!(
+            "berth-agent: {INTERFACE} {} by DHCP (router {}, dns {})",
+            l.cidr(),
+            routers.join(" "),
+            dns.join(" ")
+        );
+    }
+    Ok(())
+}
+
+fn run(steps: Vec<Step>) -> anyhow::Result<()> {
+    use anyhow::Context;
+    for step in steps {
         match step {
             Step::Ip(args) => {
                 let status = Command::new(BUSYBOX)
@@ -275,16 +319,6 @@ pub fn hook(event: &str) -> anyhow::Result<()> {
             }
             Step::Record(Some(cidr)) => write_atomically(Path::new(LEASE_FILE), &cidr)?,
         }
-    }
-    if let (Event::Bound, Some(l)) = (event, &lease) {
-        let routers: Vec<String> = l.routers.iter().map(Ipv4Addr::to_string).collect();
-        let dns: Vec<String> = l.dns.iter().map(Ipv4Addr::to_string).collect();
-        eprintln!(
-            "berth-agent: {INTERFACE} {} by DHCP (router {}, dns {})",
-            l.cidr(),
-            routers.join(" "),
-            dns.join(" ")
-        );
     }
     Ok(())
 }
@@ -314,6 +348,24 @@ pub fn start() {
         }
     }
     if !nic.exists() {
+        return;
+    }
+    let boot = crate::cmdline::parse(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default());
+    if let Some(net) = boot.net {
+        match run(static_plan(&net)) {
+            Ok(()) => eprintln!(
+                "berth-agent: {INTERFACE} {}/{} from the host (router {}, dns {})",
+                net.address,
+                net.prefix,
+                net.gateway,
+                net.dns
+                    .iter()
+                    .map(Ipv4Addr::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
+            Err(e) => eprintln!("berth-agent: configuring {INTERFACE}: {e:#}"),
+        }
         return;
     }
     let started = Instant::now();
@@ -518,6 +570,28 @@ mod tests {
         assert!(plan(Event::Bound, None, None).is_empty());
         assert_eq!(Event::parse("bound"), Some(Event::Bound));
         assert_eq!(Event::parse("serve"), None);
+    }
+
+    #[test]
+    fn the_hosts_fixed_address_is_applied_like_a_lease() {
+        let net = StaticNet::parse("172.29.0.5/24,172.29.0.1,192.168.1.1,172.29.0.1").expect("net");
+        let steps = static_plan(&net);
+        assert_eq!(
+            ip_lines(&steps),
+            [
+                "link set eth0 up",
+                "addr add 172.29.0.5/24 dev eth0",
+                "route replace default via 172.29.0.1 dev eth0"
+            ]
+        );
+        assert!(steps.contains(&Step::ResolvConf(
+            "nameserver 192.168.1.1\nnameserver 172.29.0.1\n".into()
+        )));
+        // Recorded, so the API's wait for the first lease ends at once.
+        assert_eq!(
+            steps.last(),
+            Some(&Step::Record(Some("172.29.0.5/24".into())))
+        );
     }
 
     #[test]

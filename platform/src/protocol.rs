@@ -46,6 +46,10 @@ pub const CMDLINE_SHARES: &str = "berth.shares";
 /// Kernel command-line key listing the host loopback ports the guest may reach
 /// through [`HOST_SERVICE_PORT`] (`berth.host_ports=5000,5001`).
 pub const CMDLINE_HOST_PORTS: &str = "berth.host_ports";
+/// Kernel command-line key giving eth0 a fixed address where the host's
+/// network hands out none by DHCP (an HNS NAT network on Windows):
+/// `berth.net=<address>/<prefix>,<gateway>[,<dns>…]`, see [`StaticNet`].
+pub const CMDLINE_NET: &str = "berth.net";
 
 /// How a shared host directory reaches the guest: the filesystem the agent mounts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,6 +102,43 @@ pub fn parse_share_entries(value: &str) -> Vec<(String, String, ShareFs)> {
                 .then(|| (tag.to_string(), path.to_string(), fs))
         })
         .collect()
+}
+
+/// eth0's fixed IPv4 configuration, the value of [`CMDLINE_NET`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticNet {
+    pub address: std::net::Ipv4Addr,
+    pub prefix: u8,
+    pub gateway: std::net::Ipv4Addr,
+    pub dns: Vec<std::net::Ipv4Addr>,
+}
+
+impl StaticNet {
+    /// `<address>/<prefix>,<gateway>[,<dns>…]`.
+    pub fn cmdline_value(&self) -> String {
+        let mut out = format!("{}/{},{}", self.address, self.prefix, self.gateway);
+        for d in &self.dns {
+            out.push_str(&format!(",{d}"));
+        }
+        out
+    }
+
+    /// Reads [`Self::cmdline_value`]'s form; `None` for anything else (a
+    /// bad value leaves eth0 to DHCP rather than half-configured).
+    pub fn parse(value: &str) -> Option<Self> {
+        let mut parts = value.split(',');
+        let (address, prefix) = parts.next()?.split_once('/')?;
+        let address = address.parse().ok()?;
+        let prefix: u8 = prefix.parse().ok().filter(|p| (1..=32).contains(p))?;
+        let gateway = parts.next()?.parse().ok()?;
+        let dns = parts.map(|d| d.parse().ok()).collect::<Option<Vec<_>>>()?;
+        Some(Self {
+            address,
+            prefix,
+            gateway,
+            dns,
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -330,6 +371,37 @@ impl StreamFrame {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn static_net_round_trips_and_bad_values_are_refused() {
+        let net = StaticNet {
+            address: "172.29.0.7".parse().expect("ip"),
+            prefix: 24,
+            gateway: "172.29.0.1".parse().expect("ip"),
+            dns: vec![
+                "172.29.0.1".parse().expect("ip"),
+                "9.9.9.9".parse().expect("ip"),
+            ],
+        };
+        let value = net.cmdline_value();
+        assert_eq!(value, "172.29.0.7/24,172.29.0.1,172.29.0.1,9.9.9.9");
+        assert_eq!(StaticNet::parse(&value), Some(net.clone()));
+        let no_dns = StaticNet::parse("10.1.2.3/16,10.1.0.1").expect("no dns");
+        assert!(no_dns.dns.is_empty());
+        for bad in [
+            "",
+            "172.29.0.7",
+            "172.29.0.7/24",
+            "172.29.0.7/33,172.29.0.1",
+            "172.29.0.7/0,172.29.0.1",
+            "172.29.0.7/24,gw",
+            "172.29.0.7/24,172.29.0.1,",
+            "172.29.0.7/24,172.29.0.1,x",
+            "300.1.1.1/24,172.29.0.1",
+        ] {
+            assert_eq!(StaticNet::parse(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn share_entries_round_trip_and_old_entries_are_9p() {
