@@ -120,8 +120,9 @@ struct InitArgs {
     /// VM's 127.0.0.1 (e.g. a registry on the host); repeatable.
     #[arg(long = "host-port", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
     host_ports: Vec<u16>,
-    /// No outbound network for the VM (by default it reaches out through the
-    /// host's NAT with passt, but never the host's own loopback).
+    /// No outbound network for the VM (by default it reaches out through a
+    /// NAT on the host: passt with QEMU, Virtualization.framework's NAT, an
+    /// HNS NAT network on Windows; never the host's own loopback).
     #[arg(long = "no-network")]
     no_network: bool,
 }
@@ -230,11 +231,6 @@ fn endpoint(d: &MachineDir, name: &str) -> Result<String> {
 /// How long a command waits for the machine it boots on demand.
 const ON_DEMAND_TIMEOUT: Duration = Duration::from_secs(180);
 
-/// Whether this host's backend can give the VM outbound networking: not on
-/// Windows yet (an HNS NAT endpoint is not built), where a machine is made
-/// without a network instead of one that cannot start.
-const OUTBOUND_NETWORK_BUILT: bool = !cfg!(windows);
-
 fn dir(name: &str) -> Result<MachineDir> {
     Ok(MachineDir::new(&berth_platform::machines_dir(), name)?)
 }
@@ -325,14 +321,7 @@ fn init(a: InitArgs, out: &mut dyn std::io::Write) -> Result<()> {
     config.share_fs = a.share_fs.as_deref().and_then(ShareFs::parse);
     config.hostfwd = a.hostfwd;
     config.host_ports = a.host_ports;
-    config.outbound_network = !a.no_network && OUTBOUND_NETWORK_BUILT;
-    if !a.no_network && !OUTBOUND_NETWORK_BUILT {
-        writeln!(
-            out,
-            "note: outbound networking is not built for this host's hypervisor yet; machine {} has none",
-            a.name
-        )?;
-    }
+    config.outbound_network = !a.no_network;
     config.host_ports.sort_unstable();
     config.host_ports.dedup();
     if let (Some(k), Some(i)) = (&a.kernel, &a.initrd) {

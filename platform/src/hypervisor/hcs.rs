@@ -2,6 +2,8 @@
 //! [`super::hcs_doc`]; the host reaches guest vsock port P as the Hyper-V
 //! socket service [`crate::vsock::hyperv_service_guid`]`(P)` of the VM's
 //! runtime id. The VM's COM1 is a named pipe copied into the console log.
+//! With outbound networking, the machine's HNS endpoint ([`super::hns`]) is
+//! made before the compute system and deleted after it.
 //!
 //! Only `windows-sys` and `std` are used here, so the file is type-checked
 //! on Linux against the real declarations; it has never run. Needs an
@@ -29,7 +31,7 @@ use windows_sys::Win32::System::Pipes::{
 };
 
 use super::hcs_doc::{self, HcsInputs, SystemProperties};
-use super::{vhd, Capabilities, Hypervisor, HypervisorError, LaunchSpec, Vm};
+use super::{hns, vhd, Capabilities, Hypervisor, HypervisorError, LaunchSpec, Vm};
 use crate::vsock::guid::Guid;
 use crate::vsock::hyperv::HyperVVsock;
 use crate::vsock::HostVsock;
@@ -56,6 +58,7 @@ impl Hypervisor for Hcs {
 
     fn launch(&self, spec: &LaunchSpec) -> Result<Box<dyn Vm>, HypervisorError> {
         let id = hcs_doc::system_id(spec)?;
+        hcs_doc::check_spec(spec)?;
         let machine = id.trim_start_matches("berth-");
         let console_pipe = crate::endpoint::console_pipe_name(machine)
             .map_err(|_| HypervisorError::Unsupported("this machine name"))?;
@@ -64,12 +67,22 @@ impl Hypervisor for Hcs {
             .as_deref()
             .map(vhd::prepare_fixed_vhd)
             .transpose()?;
+        // A stale VM goes first: it may hold this machine's old endpoint.
+        terminate_stale(&id);
+        // Before the compute system, which attaches it; dropped (deleted)
+        // if anything below fails, and with the VM otherwise.
+        let endpoint = if spec.outbound_network {
+            Some(hns::create_endpoint(machine)?)
+        } else {
+            None
+        };
         let doc = hcs_doc::compute_system(
             spec,
             &HcsInputs {
                 owner: "berth".into(),
                 disk_vhd: disk_vhd.as_ref().map(|p| p.display().to_string()),
                 console_pipe: console_pipe.clone(),
+                network: endpoint.as_ref().map(|e| e.network.clone()),
             },
         )?;
         let json = serde_json::to_string(&doc).map_err(|e| HypervisorError::Hcs {
@@ -98,10 +111,10 @@ impl Hypervisor for Hcs {
         // The pipe must exist before the VM's COM1 connects to it.
         copy_console(&console_pipe, spec.console_log.clone())?;
 
-        terminate_stale(&id);
         let system = create(&id, &json)?;
         let vm = HcsVm {
             system,
+            endpoint,
             vm_id: Guid::default(),
             stopped: None,
         };
@@ -135,7 +148,9 @@ impl Drop for System {
 }
 
 struct HcsVm {
+    /// Dropped first: the VM goes before its endpoint.
     system: System,
+    endpoint: Option<hns::Endpoint>,
     vm_id: Guid,
     stopped: Option<String>,
 }
@@ -173,16 +188,24 @@ impl Vm for HcsVm {
                 // A system HCS no longer knows has gone.
                 Err(e) => Some(format!("the VM is gone: {e}")),
             };
+            if self.stopped.is_some() {
+                // The VM no longer uses its endpoint.
+                drop(self.endpoint.take());
+            }
         }
         self.stopped.clone()
     }
 
     fn kill(&mut self) {
-        let _ = run_op("HcsTerminateComputeSystem", QUERY_TIMEOUT_MS, |op| {
+        let terminated = run_op("HcsTerminateComputeSystem", QUERY_TIMEOUT_MS, |op| {
             // SAFETY: live handle and operation; no options.
             unsafe { HcsTerminateComputeSystem(self.system.0, op, std::ptr::null()) }
         });
         self.stopped.get_or_insert_with(|| "terminated".into());
+        if terminated.is_ok() {
+            // Otherwise the endpoint goes on drop, after the handle closes.
+            drop(self.endpoint.take());
+        }
     }
 }
 

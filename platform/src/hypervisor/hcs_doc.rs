@@ -2,7 +2,8 @@
 //! utility VM, built from a [`LaunchSpec`]: kernel direct boot (kernel,
 //! initramfs, command line), processor count and memory, the data disk on
 //! SCSI, the Hyper-V socket service table for the agent's vsock ports, 9p
-//! shares, and COM1 on a named pipe for the console log. Field names are
+//! shares, COM1 on a named pipe for the console log, and the network
+//! adapter on the machine's HNS endpoint (see [`super::hns_doc`]). Field names are
 //! HCS schema 2.1's (as in hcsshim's `internal/hcs/schema2`); the JSON is
 //! what `HcsCreateComputeSystem` takes. Also the reply of
 //! `HcsGetComputeSystemProperties`. Pure data, tested on Linux.
@@ -14,7 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{HypervisorError, LaunchSpec};
 use crate::protocol::{
-    ShareFs, API_PORT, CONTROL_PORT, FORWARD_PORT, FRAMED_API_PORT, HOST_SERVICE_PORT, READY_PORT,
+    ShareFs, StaticNet, API_PORT, CMDLINE_NET, CONTROL_PORT, FORWARD_PORT, FRAMED_API_PORT,
+    HOST_SERVICE_PORT, READY_PORT,
 };
 use crate::vsock::hyperv_service_guid;
 
@@ -114,6 +116,18 @@ pub struct Devices {
     pub hv_socket: HvSocket,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub plan9: Option<Plan9>,
+    /// Keyed by adapter name; a synthetic NIC (hv_netvsc in the guest).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
+    pub network_adapters: BTreeMap<String, NetworkAdapter>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkAdapter {
+    /// The HNS endpoint the NIC is plugged into.
+    #[serde(rename = "EndpointId")]
+    pub endpoint_id: String,
+    #[serde(rename = "MacAddress")]
+    pub mac_address: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -189,6 +203,18 @@ pub struct HcsInputs {
     pub disk_vhd: Option<String>,
     /// The named pipe COM1 connects to.
     pub console_pipe: String,
+    /// The HNS endpoint for outbound networking and the guest's address on
+    /// it; required when the spec asks for a network.
+    pub network: Option<HcsNetwork>,
+}
+
+/// A machine's NIC: its HNS endpoint and what the guest configures on eth0.
+#[derive(Debug, Clone)]
+pub struct HcsNetwork {
+    pub endpoint_id: String,
+    /// As HNS writes it (`02-62-65-0A-1B-2C`).
+    pub mac_address: String,
+    pub guest: StaticNet,
 }
 
 /// The vsock ports of the agent and the host, and who may use them: the
@@ -205,12 +231,10 @@ pub fn agent_service_ports() -> [u32; 6] {
     ]
 }
 
-/// The compute system for `spec`. Checks what HCS would reject late: the
-/// boot files must exist and the numbers must be in range.
-pub fn compute_system(
-    spec: &LaunchSpec,
-    inputs: &HcsInputs,
-) -> Result<ComputeSystem, HypervisorError> {
+/// Checks what HCS would reject late: the boot files must exist, the
+/// numbers must be in range, shares must be 9p. The backend calls it before
+/// it asks Windows for anything (the data disk, the network).
+pub fn check_spec(spec: &LaunchSpec) -> Result<(), HypervisorError> {
     for (what, path) in [("kernel", &spec.kernel), ("initrd", &spec.initrd)] {
         if !path.is_file() {
             return Err(HypervisorError::Missing {
@@ -218,12 +242,6 @@ pub fn compute_system(
                 hint: "build the guest image (`berth machine init` does) or fix the machine's kernel/initrd setting".into(),
             });
         }
-    }
-    if spec.outbound_network {
-        // Needs an HNS NAT endpoint attached as a network adapter; not built.
-        return Err(HypervisorError::Unsupported(
-            "outbound networking on Windows (start the machine without a network)",
-        ));
     }
     if spec.cpus == 0 || spec.memory_mib < 256 {
         return Err(HypervisorError::Unsupported(
@@ -234,6 +252,30 @@ pub fn compute_system(
     if spec.share_fs == Some(ShareFs::Virtiofs) {
         return Err(HypervisorError::Unsupported("virtiofs shares on Windows"));
     }
+    Ok(())
+}
+
+/// The compute system for `spec` (checked with [`check_spec`]).
+pub fn compute_system(
+    spec: &LaunchSpec,
+    inputs: &HcsInputs,
+) -> Result<ComputeSystem, HypervisorError> {
+    check_spec(spec)?;
+    let network = match (&inputs.network, spec.outbound_network) {
+        (Some(n), true) => Some(n),
+        (None, false) => None,
+        // The backend makes the endpoint exactly when the spec asks for one.
+        (None, true) => {
+            return Err(HypervisorError::Unsupported(
+                "outbound networking without an HNS endpoint",
+            ))
+        }
+        (Some(_), false) => {
+            return Err(HypervisorError::Unsupported(
+                "an HNS endpoint for a machine without a network",
+            ))
+        }
+    };
     let service = HvSocketServiceConfig {
         bind_security_descriptor: ADMINS_SDDL.into(),
         connect_security_descriptor: ADMINS_SDDL.into(),
@@ -281,11 +323,7 @@ pub fn compute_system(
                 linux_kernel_direct: LinuxKernelDirect {
                     kernel_file_path: win_path(&spec.kernel),
                     init_rd_path: win_path(&spec.initrd),
-                    kernel_cmd_line: format!(
-                        "{} {}",
-                        super::with_shares(&spec.cmdline, &spec.shares, ShareFs::NineP),
-                        hcs_kernel_args(spec.cpus)
-                    ),
+                    kernel_cmd_line: kernel_cmd_line(spec, network),
                 },
             },
             compute_topology: Topology {
@@ -311,10 +349,32 @@ pub fn compute_system(
                     },
                 },
                 plan9,
+                network_adapters: network
+                    .map(|n| {
+                        BTreeMap::from([(
+                            "eth0".to_string(),
+                            NetworkAdapter {
+                                endpoint_id: n.endpoint_id.clone(),
+                                mac_address: n.mac_address.clone(),
+                            },
+                        )])
+                    })
+                    .unwrap_or_default(),
             },
         },
         should_terminate_on_last_handle_closed: true,
     })
+}
+
+/// The supervisor's command line with the shares (as 9p), eth0's fixed
+/// address when there is a network (HNS runs no DHCP server on NAT), and
+/// the Hyper-V guest's own parameters.
+fn kernel_cmd_line(spec: &LaunchSpec, network: Option<&HcsNetwork>) -> String {
+    let mut line = super::with_shares(&spec.cmdline, &spec.shares, ShareFs::NineP);
+    if let Some(n) = network {
+        line.push_str(&format!(" {CMDLINE_NET}={}", n.guest.cmdline_value()));
+    }
+    format!("{line} {}", hcs_kernel_args(spec.cpus))
 }
 
 fn win_path(path: &Path) -> String {
@@ -412,6 +472,15 @@ mod tests {
             owner: "berth".into(),
             disk_vhd: Some(r"C:\m\data.vhd".into()),
             console_pipe: r"\\.\pipe\berth-dev-1-console".into(),
+            network: None,
+        }
+    }
+
+    fn hns_network() -> HcsNetwork {
+        HcsNetwork {
+            endpoint_id: "9e0c1d2e-0000-4000-8000-000000000002".into(),
+            mac_address: "02-62-65-12-34-56".into(),
+            guest: StaticNet::parse("172.29.0.5/24,172.29.0.1,192.168.1.1").expect("net"),
         }
     }
 
@@ -494,12 +563,53 @@ mod tests {
         assert!(compute_system(&s, &inputs()).is_err());
         let mut s = spec(tmp.path());
         s.outbound_network = true;
-        let err = compute_system(&s, &inputs()).expect_err("no HNS network yet");
+        let err = compute_system(&s, &inputs()).expect_err("no endpoint made");
         assert!(err.to_string().contains("outbound networking"), "{err}");
+        let mut i = inputs();
+        i.network = Some(hns_network());
+        let err = compute_system(&spec(tmp.path()), &i).expect_err("endpoint unasked");
+        assert!(err.to_string().contains("without a network"), "{err}");
         let mut s = spec(tmp.path());
         s.share_fs = Some(ShareFs::Virtiofs);
         let err = compute_system(&s, &inputs()).expect_err("Plan 9 only");
         assert!(err.to_string().contains("virtiofs"), "{err}");
+    }
+
+    #[test]
+    fn the_network_adapter_is_the_hns_endpoint_and_eth0_is_on_the_command_line() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut s = spec(tmp.path());
+        s.outbound_network = true;
+        let mut i = inputs();
+        i.network = Some(hns_network());
+        let doc = serde_json::to_value(compute_system(&s, &i).expect("doc")).expect("json");
+        assert_eq!(
+            doc["VirtualMachine"]["Devices"]["NetworkAdapters"],
+            json!({"eth0": {
+                "EndpointId": "9e0c1d2e-0000-4000-8000-000000000002",
+                "MacAddress": "02-62-65-12-34-56"
+            }})
+        );
+        let line = doc["VirtualMachine"]["Chipset"]["LinuxKernelDirect"]["KernelCmdLine"]
+            .as_str()
+            .expect("cmdline");
+        assert!(
+            line.contains(" berth.net=172.29.0.5/24,172.29.0.1,192.168.1.1 "),
+            "{line}"
+        );
+        // What the agent reads back.
+        let value = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("berth.net="))
+            .expect("key");
+        assert_eq!(StaticNet::parse(value), Some(hns_network().guest));
+        // Without a network: no adapter, no address.
+        let doc = serde_json::to_value(compute_system(&spec(tmp.path()), &inputs()).expect("doc"))
+            .expect("json");
+        assert!(doc["VirtualMachine"]["Devices"]
+            .get("NetworkAdapters")
+            .is_none());
+        assert!(!doc.to_string().contains("berth.net"));
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! - `vz` (macOS, Virtualization.framework) and `hcs` (Windows, Host Compute
 //!   Service): thin OS calls over descriptions built by shared, tested code:
 //!   [`vz_config`] (the framework's configuration as data), [`hcs_doc`] (the
-//!   HCS compute-system JSON) and [`vhd`] (the data disk as a fixed VHD).
+//!   HCS compute-system JSON), [`hns_doc`] (the HNS NAT network and
+//!   endpoint for outbound traffic) and [`vhd`] (the data disk as a fixed VHD).
 
 #[cfg(target_os = "linux")]
 #[path = "qemu.rs"]
@@ -25,7 +26,11 @@ pub mod vz;
 #[cfg(target_os = "windows")]
 pub mod hcs;
 
+#[cfg(target_os = "windows")]
+pub mod hns;
+
 pub mod hcs_doc;
+pub mod hns_doc;
 pub mod vhd;
 pub mod vz_config;
 
@@ -58,8 +63,8 @@ pub enum HypervisorError {
     Unsupported(&'static str),
     #[error("this hypervisor backend is not built for this platform")]
     NotEnabled,
-    /// A Host Compute Service call failed; `detail` is HCS's own error
-    /// document, if it sent one.
+    /// A Host Compute Service or Host Networking Service call failed;
+    /// `detail` is the service's own error document, if it sent one.
     #[error("{call} failed (HRESULT {hresult:#010x}) {detail}")]
     Hcs {
         call: &'static str,
