@@ -179,13 +179,13 @@ pub fn create_endpoint(machine: &str) -> Result<Endpoint, HypervisorError> {
 
 /// Deletes endpoints left under `machine`'s name (a supervisor that died
 /// before dropping its [`Endpoint`]). Nothing there is the usual case.
-fn delete_stale(api_: &'static Api, machine: &str) {
+fn delete_stale(api: &Api, machine: &str) {
     let q = hns_doc::query(Some(&hns_doc::endpoint_name(machine)));
-    let Ok(ids) = enumerate(api_.enumerate_endpoints, &q, "HcnEnumerateEndpoints") else {
+    let Ok(ids) = enumerate(api.enumerate_endpoints, &q, "HcnEnumerateEndpoints") else {
         return;
     };
     for id in ids.iter().filter_map(|id| Guid::parse(id)) {
-        let _ = delete_endpoint(api_, &to_guid(id));
+        let _ = delete_endpoint(api, &to_guid(id));
     }
 }
 
