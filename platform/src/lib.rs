@@ -28,6 +28,8 @@ pub mod pipe_endpoint;
 pub mod process;
 pub mod protocol;
 pub mod vsock;
+#[cfg(windows)]
+mod win;
 
 use std::path::PathBuf;
 

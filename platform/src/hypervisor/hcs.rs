@@ -296,18 +296,12 @@ fn run_op(
 /// # Safety
 /// `p` is null or a NUL-terminated UTF-16 string allocated with LocalAlloc.
 unsafe fn take_string(p: PWSTR) -> String {
-    if p.is_null() {
-        return String::new();
+    // SAFETY: null or NUL-terminated (caller's promise).
+    let text = unsafe { crate::win::utf16_until_nul(p) };
+    if !p.is_null() {
+        // SAFETY: HCS documents that result documents are freed with LocalFree.
+        unsafe { LocalFree(p.cast()) };
     }
-    let mut len = 0;
-    // SAFETY: the string is NUL-terminated (caller's promise).
-    while unsafe { *p.add(len) } != 0 {
-        len += 1;
-    }
-    // SAFETY: len u16s were just read.
-    let text = String::from_utf16_lossy(unsafe { std::slice::from_raw_parts(p, len) });
-    // SAFETY: HCS documents that result documents are freed with LocalFree.
-    unsafe { LocalFree(p.cast()) };
     text
 }
 

@@ -162,7 +162,7 @@ pub fn create_endpoint(machine: &str) -> Result<Endpoint, HypervisorError> {
         };
         Ok(Endpoint {
             api,
-            id: to_guid(id),
+            id: crate::win::guid(id),
             network: HcsNetwork {
                 endpoint_id: props.id.clone(),
                 mac_address,
@@ -185,7 +185,7 @@ fn delete_stale(api: &Api, machine: &str) {
         return;
     };
     for id in ids.iter().filter_map(|id| Guid::parse(id)) {
-        let _ = delete_endpoint(api, &to_guid(id));
+        let _ = delete_endpoint(api, &crate::win::guid(id));
     }
 }
 
@@ -204,7 +204,7 @@ fn open_or_create_network(api: &Api) -> Result<(Handle, NetworkProperties), Hype
     for attempt in 0..2 {
         let ids = enumerate(api.enumerate_networks, &q, "HcnEnumerateNetworks")?;
         if let Some(id) = ids.iter().find_map(|id| Guid::parse(id)) {
-            let id = to_guid(id);
+            let id = crate::win::guid(id);
             let mut handle: *mut c_void = std::ptr::null_mut();
             // SAFETY: a GUID and out pointers that outlive the call.
             check("HcnOpenNetwork", |record| unsafe {
@@ -319,18 +319,12 @@ fn check(call: &'static str, f: impl FnOnce(*mut PWSTR) -> HRESULT) -> Result<()
 /// # Safety
 /// `p` is null or a NUL-terminated UTF-16 string from CoTaskMemAlloc.
 unsafe fn take_string(p: PWSTR) -> String {
-    if p.is_null() {
-        return String::new();
+    // SAFETY: null or NUL-terminated (caller's promise).
+    let text = unsafe { crate::win::utf16_until_nul(p) };
+    if !p.is_null() {
+        // SAFETY: HNS documents its out strings as freed with CoTaskMemFree.
+        unsafe { CoTaskMemFree(p.cast()) };
     }
-    let mut len = 0;
-    // SAFETY: the string is NUL-terminated (caller's promise).
-    while unsafe { *p.add(len) } != 0 {
-        len += 1;
-    }
-    // SAFETY: len u16s were just read.
-    let text = String::from_utf16_lossy(unsafe { std::slice::from_raw_parts(p, len) });
-    // SAFETY: HNS documents its out strings as freed with CoTaskMemFree.
-    unsafe { CoTaskMemFree(p.cast()) };
     text
 }
 
@@ -372,15 +366,6 @@ fn host_dns() -> Vec<Ipv4Addr> {
         node = entry.Next;
     }
     out
-}
-
-fn to_guid(g: Guid) -> GUID {
-    GUID {
-        data1: g.data1,
-        data2: g.data2,
-        data3: g.data3,
-        data4: g.data4,
-    }
 }
 
 fn encoding(what: &str, e: serde_json::Error) -> HypervisorError {

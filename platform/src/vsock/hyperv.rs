@@ -14,7 +14,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Once};
 use std::time::Duration;
 
-use windows_sys::core::GUID;
 use windows_sys::Win32::Networking::WinSock::{
     accept, bind, closesocket, connect, listen, recv, send, setsockopt, shutdown, socket,
     WSAGetLastError, WSAStartup, AF_HYPERV, INVALID_SOCKET, SD_BOTH, SD_SEND, SOCKADDR, SOCKET,
@@ -142,21 +141,12 @@ fn last_error() -> std::io::Error {
     std::io::Error::from_raw_os_error(unsafe { WSAGetLastError() })
 }
 
-fn to_guid(g: Guid) -> GUID {
-    GUID {
-        data1: g.data1,
-        data2: g.data2,
-        data3: g.data3,
-        data4: g.data4,
-    }
-}
-
 fn address(vm_id: Guid, port: u32) -> SOCKADDR_HV {
     SOCKADDR_HV {
         Family: AF_HYPERV,
         Reserved: 0,
-        VmId: to_guid(vm_id),
-        ServiceId: to_guid(Guid::vsock_service(port)),
+        VmId: crate::win::guid(vm_id),
+        ServiceId: crate::win::guid(Guid::vsock_service(port)),
     }
 }
 
