@@ -11,8 +11,9 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use berth_tests::poll::try_wait_until;
@@ -80,9 +81,43 @@ struct Machines {
     home: tempfile::TempDir,
     berth: PathBuf,
     names: Vec<String>,
+    /// Stops every machine under `home` and removes it once our end of its stdin closes,
+    /// which a test process killed by the runner's timeout (no `Drop`) also does.
+    watchdog: Child,
 }
 
 impl Machines {
+    /// A private machine home in /tmp (short paths: Unix socket names are limited to
+    /// 108 bytes).
+    fn new(prefix: &str) -> Machines {
+        let home = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir_in("/tmp")
+            .expect("tempdir");
+        let berth = berth_binary();
+        let script = r#"read -r _
+for dir in "$BERTH_MACHINE_HOME"/*/; do
+  [ -f "$dir/machine.json" ] && timeout -s KILL 60 "$0" machine stop "$(basename "$dir")" --timeout 20
+done
+rm -rf "$BERTH_MACHINE_HOME""#;
+        let watchdog = Command::new("sh")
+            .args(["-c", script])
+            .arg(&berth)
+            .env("BERTH_MACHINE_HOME", home.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("machine watchdog");
+        Machines {
+            home,
+            berth,
+            names: Vec::new(),
+            watchdog,
+        }
+    }
+
     fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(&self.berth);
         c.args(args)
@@ -121,6 +156,9 @@ impl Machines {
 
 impl Drop for Machines {
     fn drop(&mut self) {
+        // Cleaned up here; the watchdog is for when this does not run.
+        let _ = self.watchdog.kill();
+        let _ = self.watchdog.wait();
         for name in &self.names {
             let _ = self.machine(&["stop", name, "--timeout", "20"]);
             // Anything still alive (a wedged supervisor) is killed.
@@ -234,15 +272,7 @@ fn machine_end_to_end() {
     }
     let docker = find_in_path("docker");
     // Short paths: Unix socket names are limited to 108 bytes.
-    let home = tempfile::Builder::new()
-        .prefix("bvm")
-        .tempdir_in("/tmp")
-        .expect("tempdir");
-    let mut m = Machines {
-        home,
-        berth: berth_binary(),
-        names: Vec::new(),
-    };
+    let mut m = Machines::new("bvm");
     let share = m.home.path().join("share");
     std::fs::create_dir(&share).expect("share dir");
     std::fs::write(share.join("in.txt"), "from-the-host\n").expect("share file");
@@ -745,15 +775,7 @@ fn arm64_guest_runs_containers() {
             return;
         }
     }
-    let home = tempfile::Builder::new()
-        .prefix("barm")
-        .tempdir_in("/tmp")
-        .expect("tempdir");
-    let mut m = Machines {
-        home,
-        berth: berth_binary(),
-        names: Vec::new(),
-    };
+    let mut m = Machines::new("barm");
     let agent = static_agent_for("aarch64-unknown-linux-gnu");
     let cid = (100_003 + std::process::id() % 100_000).to_string();
 
