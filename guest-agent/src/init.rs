@@ -21,8 +21,13 @@ pub fn run() -> ! {
     mount_pseudo_filesystems();
     let boot = cmdline::parse(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default());
     let share_filesystems: Vec<ShareFs> = boot.shares.iter().map(|(_, _, fs)| *fs).collect();
-    let on_hyperv = vmbus::on_hyperv(Path::new("/sys"));
-    let failed = modules::load_groups(&modules::boot_groups(on_hyperv, &share_filesystems));
+    let sys = Path::new("/sys");
+    let hardware = modules::Hardware {
+        hyperv: vmbus::on_hyperv(sys),
+        virtio_pci: modules::virtio_on_pci(sys),
+    };
+    let failed = modules::load_groups(&modules::boot_groups(hardware, &share_filesystems));
+    reopen_console_if_missing();
     if let Some(time) = boot.time {
         if let Err(e) = set_clock(time) {
             eprintln!("berth-agent: setting the clock: {e}");
@@ -47,7 +52,7 @@ pub fn run() -> ! {
         "berth-agent: init done in {} ms, {} ms after boot ({failed} modules failed{})",
         start.elapsed().as_millis(),
         serve::uptime_ms().unwrap_or(0),
-        if on_hyperv { ", on Hyper-V" } else { "" }
+        if hardware.hyperv { ", on Hyper-V" } else { "" }
     );
 
     // SAFETY: no threads exist yet in PID 1, so fork is safe; the child
@@ -153,6 +158,33 @@ fn mount_pseudo_filesystems() {
         "/sys/fs/cgroup/cgroup.subtree_control",
         "+cpu +memory +pids +io +cpuset",
     );
+}
+
+/// PID 1 gets the console the kernel had when it started init; where that is a
+/// virtio console (`console=hvc0` under Virtualization.framework) whose driver is a
+/// module, there was none, so stdin/stdout/stderr are opened on it now that it exists.
+fn reopen_console_if_missing() {
+    // SAFETY: F_GETFD only queries descriptor 2.
+    if unsafe { libc::fcntl(2, libc::F_GETFD) } >= 0 {
+        return;
+    }
+    let Ok(console) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/console")
+    else {
+        return;
+    };
+    // With 0–2 all closed the console itself is opened as 0, so it is kept there.
+    let fd = std::os::fd::IntoRawFd::into_raw_fd(console);
+    for standard in (0..=2).filter(|&s| s != fd) {
+        // SAFETY: dup2 of an open descriptor onto a closed standard one.
+        unsafe { libc::dup2(fd, standard) };
+    }
+    if fd > 2 {
+        // SAFETY: fd is ours (from into_raw_fd) and now duplicated onto 0–2.
+        unsafe { libc::close(fd) };
+    }
 }
 
 fn set_clock(time: Duration) -> std::io::Result<()> {

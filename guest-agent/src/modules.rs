@@ -10,13 +10,26 @@ use berth_platform::protocol::ShareFs;
 
 pub const LIST: &str = "/lib/modules/berth.list";
 
+/// What decides which module groups the boot loads.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Hardware {
+    /// Hyper-V (`vmbus::on_hyperv`).
+    pub hyperv: bool,
+    /// A virtio device on the PCI bus (Virtualization.framework), see [`virtio_on_pci`].
+    pub virtio_pci: bool,
+}
+
 /// The groups to load before the API serves: the boot drivers and the data
-/// disk's always, the Hyper-V drivers only on Hyper-V, a share filesystem only when a share
-/// uses it (every module skipped is boot time saved under emulation).
-pub fn boot_groups(on_hyperv: bool, shares: &[ShareFs]) -> Vec<&'static str> {
+/// disk's always, the Hyper-V drivers only on Hyper-V, virtio's PCI transport only
+/// when a virtio device is on PCI, a share filesystem only when a share uses it
+/// (every module skipped is boot time saved under emulation).
+pub fn boot_groups(hw: Hardware, shares: &[ShareFs]) -> Vec<&'static str> {
     let mut groups = vec!["boot", "disk"];
-    if on_hyperv {
+    if hw.hyperv {
         groups.push("hyperv");
+    }
+    if hw.virtio_pci {
+        groups.push("pci");
     }
     if shares.contains(&ShareFs::Virtiofs) {
         groups.push("virtiofs");
@@ -29,6 +42,21 @@ pub fn boot_groups(on_hyperv: bool, shares: &[ShareFs]) -> Vec<&'static str> {
 
 /// The group loaded while the data disk mounts (bridge networking).
 pub const LATER: &str = "later";
+
+/// PCI's vendor id for virtio devices.
+const VIRTIO_PCI_VENDOR: &str = "0x1af4";
+
+/// Whether the PCI bus of the sysfs at `sys` holds a virtio device. The PCI core is
+/// built in, so its devices are listed before any virtio driver loads.
+pub fn virtio_on_pci(sys: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(sys.join("bus/pci/devices")) else {
+        return false;
+    };
+    entries.filter_map(Result::ok).any(|e| {
+        std::fs::read_to_string(e.path().join("vendor"))
+            .is_ok_and(|v| v.trim().eq_ignore_ascii_case(VIRTIO_PCI_VENDOR))
+    })
+}
 
 /// `berth.list` as (group, module paths) in file order.
 fn parse(list: &str) -> Vec<(&str, Vec<&str>)> {
@@ -115,14 +143,38 @@ mod tests {
 
     #[test]
     fn boot_loads_only_what_the_host_and_shares_need() {
-        assert_eq!(boot_groups(false, &[]), vec!["boot", "disk"]);
+        let qemu = Hardware::default();
+        assert_eq!(boot_groups(qemu, &[]), vec!["boot", "disk"]);
+        let hyperv = Hardware {
+            hyperv: true,
+            ..qemu
+        };
         assert_eq!(
-            boot_groups(true, &[ShareFs::NineP, ShareFs::NineP]),
+            boot_groups(hyperv, &[ShareFs::NineP, ShareFs::NineP]),
             vec!["boot", "disk", "hyperv", "9p"]
         );
+        let vz = Hardware {
+            virtio_pci: true,
+            ..qemu
+        };
         assert_eq!(
-            boot_groups(false, &[ShareFs::Virtiofs, ShareFs::NineP]),
-            vec!["boot", "disk", "virtiofs", "9p"]
+            boot_groups(vz, &[ShareFs::Virtiofs, ShareFs::NineP]),
+            vec!["boot", "disk", "pci", "virtiofs", "9p"]
         );
+    }
+
+    #[test]
+    fn virtio_is_found_on_the_pci_bus_by_vendor() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        assert!(!virtio_on_pci(tmp.path()), "no PCI bus (microvm)");
+        let dev = |slot: &str, vendor: &str| {
+            let d = tmp.path().join("bus/pci/devices").join(slot);
+            std::fs::create_dir_all(&d).expect("mkdir");
+            std::fs::write(d.join("vendor"), format!("{vendor}\n")).expect("vendor");
+        };
+        dev("0000:00:00.0", "0x8086");
+        assert!(!virtio_on_pci(tmp.path()));
+        dev("0000:00:05.0", "0x1AF4");
+        assert!(virtio_on_pci(tmp.path()));
     }
 }

@@ -16,7 +16,8 @@ pub struct ModuleGroup {
 }
 
 /// The groups in list order. Before the API serves, the agent loads `boot`
-/// and `disk`; `hyperv` only on Hyper-V; `virtiofs`/`9p` only when a share of
+/// and `disk`; `hyperv` only on Hyper-V; `pci` only when a virtio device is on
+/// the PCI bus; `virtiofs`/`9p` only when a share of
 /// that filesystem is on the command line (each skipped group is boot time
 /// saved under emulation: 50–300 ms); and `later` while the data disk mounts.
 /// (Loading `disk` on a second thread was slower under TCG, not faster.)
@@ -46,6 +47,12 @@ pub const GROUPS: &[ModuleGroup] = &[
         name: "hyperv",
         modules: &["hv_storvsc", "sd_mod", "hv_netvsc", "hv_sock", "hv_utils"],
     },
+    // Virtualization.framework puts its virtio devices (disk, network, vsock, console
+    // hvc0) on PCI; QEMU's microvm has no PCI bus.
+    ModuleGroup {
+        name: "pci",
+        modules: &["virtio_pci", "virtio_console"],
+    },
     ModuleGroup {
         name: "virtiofs",
         modules: &["virtiofs"],
@@ -54,11 +61,10 @@ pub const GROUPS: &[ModuleGroup] = &[
         name: "9p",
         modules: &["9pnet_virtio", "9p"],
     },
-    // PCI virtio and what the engine's bridge networking needs.
+    // What the engine's bridge networking needs.
     ModuleGroup {
         name: "later",
         modules: &[
-            "virtio_pci",
             "bridge",
             "veth",
             "br_netfilter",
