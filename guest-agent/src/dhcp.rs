@@ -334,11 +334,12 @@ fn write_atomically(path: &Path, text: &str) -> anyhow::Result<()> {
 /// inherits it): [`wait_for_first_lease`] measures its bound from here.
 static STARTED: OnceLock<Instant> = OnceLock::new();
 
-/// Starts udhcpc on eth0 when there is one (none with `--no-network`). It
+/// Starts udhcpc on eth0 when there is one (none with `--no-network`), or
+/// applies `fixed` (the host's address from the command line) instead. It
 /// does not wait: the lease arrives while the server prepares the data
 /// disk, and the server waits for it ([`wait_for_first_lease`]) before it
 /// serves the API.
-pub fn start() {
+pub fn start(fixed: Option<&StaticNet>) {
     let sys = Path::new("/sys");
     let nic = sys.join("class/net").join(INTERFACE);
     if !nic.exists() && vmbus::offers(sys, vmbus::NETWORK_CLASS) {
@@ -350,9 +351,8 @@ pub fn start() {
     if !nic.exists() {
         return;
     }
-    let boot = crate::cmdline::parse(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default());
-    if let Some(net) = boot.net {
-        match run(static_plan(&net)) {
+    if let Some(net) = fixed {
+        match run(static_plan(net)) {
             Ok(()) => eprintln!(
                 "berth-agent: {INTERFACE} {}/{} from the host (router {}, dns {})",
                 net.address,

@@ -9,10 +9,7 @@ use std::net::Ipv4Addr;
 use berth_platform::host_services;
 use berth_platform::protocol::{StreamFrame, HOST_SERVICE_PORT};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_vsock::{VsockAddr, VsockStream};
-
-/// The host's vsock context id.
-const HOST_CID: u32 = 2;
+use tokio_vsock::{VsockAddr, VsockStream, VMADDR_CID_HOST};
 
 /// Listens on 127.0.0.1 for each of `ports`; a port that cannot be bound is
 /// reported and skipped.
@@ -38,7 +35,7 @@ async fn accept_loop(listener: TcpListener, port: u16) {
 }
 
 async fn carry(client: TcpStream, port: u16) -> anyhow::Result<()> {
-    let mut host = VsockStream::connect(VsockAddr::new(HOST_CID, HOST_SERVICE_PORT)).await?;
+    let mut host = VsockStream::connect(VsockAddr::new(VMADDR_CID_HOST, HOST_SERVICE_PORT)).await?;
     host_services::request(&mut host, port).await?;
     let _ = client.set_nodelay(true);
     StreamFrame::splice(client, host).await?;

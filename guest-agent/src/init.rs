@@ -33,7 +33,7 @@ pub fn run() -> ! {
             eprintln!("berth-agent: setting the clock: {e}");
         }
     }
-    bring_up_network();
+    bring_up_network(boot.net.as_ref());
     for (tag, path, fs) in &boot.shares {
         match mount_share(tag, path, *fs) {
             Ok(()) => eprintln!(
@@ -217,13 +217,13 @@ fn busybox(args: &[&str]) -> bool {
 }
 
 /// Loopback always (port forwarding connects to 127.0.0.1); eth0, when the
-/// VMM gave one, by DHCP.
-fn bring_up_network() {
+/// VMM gave one, by DHCP or with the host's fixed address.
+fn bring_up_network(fixed: Option<&berth_platform::protocol::StaticNet>) {
     busybox(&["ip", "link", "set", "lo", "up"]);
     // `localhost` names (a registry at localhost:5000 through a host port) resolve from here.
     let _ = std::fs::create_dir_all("/etc");
     let _ = std::fs::write("/etc/hosts", "127.0.0.1 localhost\n::1 localhost\n");
-    dhcp::start();
+    dhcp::start(fixed);
 }
 
 fn mount_share(tag: &str, path: &Path, fs: ShareFs) -> std::io::Result<()> {

@@ -15,7 +15,7 @@ use berth_platform::protocol::{
 };
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::watch;
-use tokio_vsock::{VsockAddr, VsockListener, VsockStream, VMADDR_CID_ANY};
+use tokio_vsock::{VsockAddr, VsockListener, VsockStream, VMADDR_CID_ANY, VMADDR_CID_HOST};
 
 use crate::{cmdline, dhcp, disk, host_services, modules, ports};
 
@@ -304,7 +304,6 @@ async fn serve(
 /// queues are ready kills the hybrid vsock backend. A refused connection
 /// (the host's listener not there yet) is retried for a while.
 async fn announce_ready(ready_ms: Option<u64>) {
-    const HOST_CID: u32 = 2;
     let mut line = serde_json::to_vec(&ControlReply {
         version: Some(env!("CARGO_PKG_VERSION").into()),
         ready_ms,
@@ -314,7 +313,7 @@ async fn announce_ready(ready_ms: Option<u64>) {
     line.push(b'\n');
     let mut last_error = None;
     for _ in 0..50 {
-        match VsockStream::connect(VsockAddr::new(HOST_CID, READY_PORT)).await {
+        match VsockStream::connect(VsockAddr::new(VMADDR_CID_HOST, READY_PORT)).await {
             Ok(mut host) => {
                 if let Err(e) = host.write_all(&line).await {
                     eprintln!("berth-agent: announcing readiness: {e}");

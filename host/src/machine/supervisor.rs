@@ -23,8 +23,8 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use super::{api_endpoint, image};
 
-/// How long one readiness probe may take.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a control request (ping, set_time, shutdown) may take to connect and answer.
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often the boot wait checks whether the VM died or the deadline passed.
 const EXIT_POLL: Duration = Duration::from_millis(200);
 /// How long the guest gets to power off after a shutdown request.
@@ -335,7 +335,7 @@ async fn shutdown(vsock: &HostVsock, vm: &mut dyn Vm) {
 }
 
 async fn open_control(vsock: &HostVsock) -> Result<VsockStream> {
-    Ok(vsock.connect(CONTROL_PORT, PROBE_TIMEOUT).await?)
+    Ok(vsock.connect(CONTROL_PORT, CONTROL_TIMEOUT).await?)
 }
 
 /// The last non-empty line of the console log, to name where a boot stopped.
@@ -362,10 +362,10 @@ pub async fn control_request(vsock: &HostVsock, request: &ControlRequest) -> Res
     read_reply(r).await
 }
 
-/// One JSON reply line, within [`PROBE_TIMEOUT`].
+/// One JSON reply line, within [`CONTROL_TIMEOUT`].
 async fn read_reply(r: impl tokio::io::AsyncRead + Unpin) -> Result<ControlReply> {
     let mut lines = BufReader::new(r).lines();
-    let text = tokio::time::timeout(PROBE_TIMEOUT, lines.next_line())
+    let text = tokio::time::timeout(CONTROL_TIMEOUT, lines.next_line())
         .await
         .context("the agent did not reply in time")??
         .context("the agent closed the control connection")?;
