@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use berth_platform::protocol::ShareFs;
 
-use crate::{cmdline, dhcp, modules, serve, vmbus};
+use crate::{cmdline, dhcp, modules, serve, share, vmbus};
 
 /// The busybox in the initramfs (networking and mke2fs).
 pub const BUSYBOX: &str = "/bin/busybox";
@@ -35,7 +35,7 @@ pub fn run() -> ! {
     }
     bring_up_network(boot.net.as_ref());
     for (tag, path, fs) in &boot.shares {
-        match mount_share(tag, path, *fs) {
+        match share::mount(tag, path, *fs, hardware.hyperv) {
             Ok(()) => eprintln!(
                 "berth-agent: share {tag} mounted on {} ({})",
                 path.display(),
@@ -224,18 +224,6 @@ fn bring_up_network(fixed: Option<&berth_platform::protocol::StaticNet>) {
     let _ = std::fs::create_dir_all("/etc");
     let _ = std::fs::write("/etc/hosts", "127.0.0.1 localhost\n::1 localhost\n");
     dhcp::start(fixed);
-}
-
-fn mount_share(tag: &str, path: &Path, fs: ShareFs) -> std::io::Result<()> {
-    let target = path
-        .to_str()
-        .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
-    let data = match fs {
-        ShareFs::NineP => "trans=virtio,version=9p2000.L,msize=262144,cache=none",
-        // Caching is virtiofsd's choice (--cache on the host side).
-        ShareFs::Virtiofs => "",
-    };
-    mount_fs(tag, target, fs.as_str(), data)
 }
 
 fn reap_until(server: libc::pid_t) {

@@ -20,6 +20,7 @@ mod init;
 mod modules;
 mod ports;
 mod serve;
+mod share;
 mod vmbus;
 
 use std::process::ExitCode;

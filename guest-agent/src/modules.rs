@@ -35,7 +35,8 @@ pub fn boot_groups(hw: Hardware, shares: &[ShareFs]) -> Vec<&'static str> {
         groups.push("virtiofs");
     }
     if shares.contains(&ShareFs::NineP) {
-        groups.push("9p");
+        // Hyper-V has no virtio: its 9p server is reached over a socket.
+        groups.push(if hw.hyperv { "9p-fd" } else { "9p" });
     }
     groups
 }
@@ -151,7 +152,7 @@ mod tests {
         };
         assert_eq!(
             boot_groups(hyperv, &[ShareFs::NineP, ShareFs::NineP]),
-            vec!["boot", "disk", "hyperv", "9p"]
+            vec!["boot", "disk", "hyperv", "9p-fd"]
         );
         let vz = Hardware {
             virtio_pci: true,

@@ -28,7 +28,7 @@ use sha2::{Digest, Sha256};
 pub use modules::{resolve_groups, ModuleGroup, GROUPS};
 
 /// Bumped whenever the archive layout changes.
-const FORMAT: &str = "berth-guest-image/7";
+const FORMAT: &str = "berth-guest-image/8";
 
 #[derive(Debug, thiserror::Error)]
 pub enum GuestImageError {

@@ -61,6 +61,11 @@ pub const GROUPS: &[ModuleGroup] = &[
         name: "9p",
         modules: &["9pnet_virtio", "9p"],
     },
+    // 9p over a connected socket: Hyper-V's Plan9 shares, reached over vsock.
+    ModuleGroup {
+        name: "9p-fd",
+        modules: &["9pnet_fd", "9p"],
+    },
     // What the engine's bridge networking needs.
     ModuleGroup {
         name: "later",

@@ -36,6 +36,9 @@ pub const FORWARD_PORT: u32 = 1025;
 pub const FRAMED_API_PORT: u32 = 2376;
 pub const HOST_SERVICE_PORT: u32 = 1026;
 pub const READY_PORT: u32 = 1027;
+/// Port of the host's 9p server for Hyper-V (HCS Plan9) shares: the guest
+/// connects to it over vsock and mounts the share with `trans=fd`.
+pub const PLAN9_PORT: u32 = 564;
 
 /// Kernel command-line key carrying the host's wall clock at boot
 /// (`berth.time=<unix seconds>.<nanoseconds>`).

@@ -16,16 +16,13 @@ use serde::{Deserialize, Serialize};
 use super::{HypervisorError, LaunchSpec};
 use crate::protocol::{
     ShareFs, StaticNet, API_PORT, CMDLINE_NET, CONTROL_PORT, FORWARD_PORT, FRAMED_API_PORT,
-    HOST_SERVICE_PORT, READY_PORT,
+    HOST_SERVICE_PORT, PLAN9_PORT, READY_PORT,
 };
 use crate::vsock::hyperv_service_guid;
 
 /// SYSTEM and the built-in Administrators (HCS itself needs an elevated
 /// caller, so the supervisor is one of them).
 pub const ADMINS_SDDL: &str = "D:P(A;;FA;;;SY)(A;;FA;;;BA)";
-/// Port of the host's 9p server for HCS Plan9 shares; the guest connects to
-/// it over vsock and mounts with `trans=fd` and the share's access name.
-pub const PLAN9_PORT: u32 = 564;
 /// Plan9 share flag: keep Linux ownership and modes in NTFS metadata.
 /// (Private in the schema; hcsshim uses the same value.)
 pub const PLAN9_LINUX_METADATA: u32 = 0x4;
