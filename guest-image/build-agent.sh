@@ -38,8 +38,8 @@ else
     export LIBSECCOMP_LIB_PATH=$seccomp/lib
   fi
 fi
-export CARGO_PROFILE_RELEASE_LTO=off
-export CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16
+export CARGO_PROFILE_RELEASE_LTO=${CARGO_PROFILE_RELEASE_LTO:-off}
+export CARGO_PROFILE_RELEASE_CODEGEN_UNITS=${CARGO_PROFILE_RELEASE_CODEGEN_UNITS:-16}
 export CARGO_PROFILE_RELEASE_PANIC=unwind
 RUSTFLAGS="$rustflags" \
   cargo build --release --target "$target" -p berth-guest-agent --bin berth-agent "$@" >&2

@@ -5,7 +5,7 @@
 //! - `initrd.img`: an uncompressed newc cpio (the kernel unpacks it faster
 //!   than a compressed one under emulation) holding `/init` (the agent),
 //!   `/bin/berth-monitor` (a link to it), a static busybox (networking and
-//!   `mke2fs`), `/usr/sbin/nft` with the shared libraries of its Debian
+//!   `mke2fs`), `/usr/sbin/nft` with the shared libraries it loads, from its Debian
 //!   packages (the engine's bridge networking programs nftables with it), and
 //!   the kernel modules the guest needs with their dependencies, listed in
 //!   load order in `/lib/modules/berth.list`.
@@ -19,6 +19,7 @@
 
 mod cpio;
 mod deb;
+mod elf_deps;
 mod modules;
 
 use std::path::{Path, PathBuf};
@@ -28,7 +29,7 @@ use sha2::{Digest, Sha256};
 pub use modules::{resolve_groups, ModuleGroup, GROUPS};
 
 /// Bumped whenever the archive layout changes.
-const FORMAT: &str = "berth-guest-image/8";
+const FORMAT: &str = "berth-guest-image/9";
 
 #[derive(Debug, thiserror::Error)]
 pub enum GuestImageError {
@@ -43,6 +44,10 @@ pub enum GuestImageError {
     Command { command: String, detail: String },
     #[error("the kernel package has no {0}")]
     KernelLayout(String),
+    #[error("reading ELF file {path}: {detail}")]
+    Elf { path: PathBuf, detail: String },
+    #[error("library {library}, needed by {needed_by}, is in none of the userland packages")]
+    MissingLibrary { library: String, needed_by: String },
     #[error("kernel module {0} is not in modules.dep")]
     MissingModule(String),
     #[error("{what} {path} does not exist{hint}")]
@@ -266,8 +271,8 @@ fn add_userland(archive: &mut cpio::Archive, debs: &[PathBuf], tree: &Path) -> R
     }
     archive.parents(NFT);
     archive.file_from(NFT, 0o755, &nft)?;
-    // The loader is in /lib64 on amd64 and in /lib on arm64.
-    let mut library_dirs = vec!["lib64".to_string(), "lib".to_string()];
+    // The multiarch directories first, as the loader searches them.
+    let mut library_dirs = Vec::new();
     for base in ["lib", "usr/lib"] {
         let Ok(entries) = std::fs::read_dir(tree.join(base)) else {
             continue;
@@ -279,25 +284,21 @@ fn add_userland(archive: &mut cpio::Archive, debs: &[PathBuf], tree: &Path) -> R
             }
         }
     }
-    for dir in library_dirs {
-        let Ok(entries) = std::fs::read_dir(tree.join(&dir)) else {
-            continue;
-        };
-        for entry in entries.filter_map(std::result::Result::ok) {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if !name.contains(".so") {
-                continue;
-            }
-            let rel = format!("{dir}/{name}");
-            let path = entry.path();
-            let meta = std::fs::symlink_metadata(&path).map_err(io("reading", &path))?;
-            archive.parents(&rel);
-            if meta.file_type().is_symlink() {
-                let target = std::fs::read_link(&path).map_err(io("reading", &path))?;
-                archive.symlink(&rel, &target.to_string_lossy());
-            } else if meta.is_file() {
-                archive.file_from(&rel, 0o755, &path)?;
-            }
+    library_dirs.sort();
+    library_dirs.extend([
+        "lib64".to_string(),
+        "lib".to_string(),
+        "usr/lib".to_string(),
+    ]);
+    for rel in elf_deps::runtime_files(tree, NFT, &library_dirs)? {
+        let path = tree.join(&rel);
+        let meta = std::fs::symlink_metadata(&path).map_err(io("reading", &path))?;
+        archive.parents(&rel);
+        if meta.file_type().is_symlink() {
+            let target = std::fs::read_link(&path).map_err(io("reading", &path))?;
+            archive.symlink(&rel, &target.to_string_lossy());
+        } else {
+            archive.file_from(&rel, 0o755, &path)?;
         }
     }
     Ok(())
