@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Builds berth-agent as a static executable (glibc static-pie, libseccomp linked in) for the
-# VM's initramfs. The release profile is used without LTO and with parallel codegen: the agent
-# is rebuilt often and its size matters less than the runtime's. Prints the binary's path.
+# VM's initramfs. The release profile is used with fat LTO and one codegen unit: the kernel
+# copies every byte of the initramfs at each boot, and under emulation that is boot time
+# (10.6 MB instead of 16.3 MB for about 90 s more build). Unwinding stays on, so a panicking
+# task does not take PID 1 down with it. For quicker local iterations set
+# CARGO_PROFILE_RELEASE_LTO=off CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16. Prints the binary's path.
 #
 # Usage: build-agent.sh [--target TRIPLE] [CARGO ARGS...]
 #   The target defaults to x86_64-unknown-linux-gnu. For another architecture
@@ -38,8 +41,8 @@ else
     export LIBSECCOMP_LIB_PATH=$seccomp/lib
   fi
 fi
-export CARGO_PROFILE_RELEASE_LTO=${CARGO_PROFILE_RELEASE_LTO:-off}
-export CARGO_PROFILE_RELEASE_CODEGEN_UNITS=${CARGO_PROFILE_RELEASE_CODEGEN_UNITS:-16}
+export CARGO_PROFILE_RELEASE_LTO=${CARGO_PROFILE_RELEASE_LTO:-fat}
+export CARGO_PROFILE_RELEASE_CODEGEN_UNITS=${CARGO_PROFILE_RELEASE_CODEGEN_UNITS:-1}
 export CARGO_PROFILE_RELEASE_PANIC=unwind
 RUSTFLAGS="$rustflags" \
   cargo build --release --target "$target" -p berth-guest-agent --bin berth-agent "$@" >&2

@@ -13,15 +13,17 @@
 //! Where the host's network has no DHCP server (an HNS NAT network on
 //! Windows) the host puts eth0's address on the command line
 //! ([`berth_platform::protocol::CMDLINE_NET`]): PID 1 applies it as a lease
-//! that never expires ([`static_plan`]) and starts no udhcpc.
+//! that never expires ([`configure_link`], [`static_plan`]) and starts no udhcpc.
+//! QEMU's backend does the same with passt's fixed addresses.
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use berth_network::netlink::Netlink;
 use berth_platform::protocol::StaticNet;
 
 use crate::init::BUSYBOX;
@@ -248,8 +250,9 @@ pub fn plan(event: Event, lease: Option<&Lease>, applied: Option<&str>) -> Vec<S
     }
 }
 
-/// The steps that give eth0 the host's fixed address: the link up, then
-/// the address, route and resolvers as from a lease.
+/// What follows eth0's configuration from the host's fixed address: the
+/// resolvers, and the address recorded as if leased (so the server's wait
+/// for the first lease ends at once).
 pub fn static_plan(net: &StaticNet) -> Vec<Step> {
     let lease = Lease {
         address: net.address,
@@ -259,10 +262,30 @@ pub fn static_plan(net: &StaticNet) -> Vec<Step> {
         domain: None,
         mtu: None,
     };
-    let mut steps = plan(Event::Deconfig, None, None);
-    steps.retain(|s| !matches!(s, Step::Record(_)));
-    steps.extend(plan(Event::Bound, Some(&lease), None));
-    steps
+    plan(Event::Bound, Some(&lease), None)
+        .into_iter()
+        .filter(|step| !matches!(step, Step::Ip(_)))
+        .collect()
+}
+
+/// Gives `interface` the host's fixed address over netlink, in this
+/// process: up, the address, the default route. (`ip` would be three
+/// processes, each tens of milliseconds of boot under emulation.)
+pub fn configure_link(interface: &str, net: &StaticNet) -> std::io::Result<()> {
+    let mut netlink = Netlink::new()?;
+    let index = netlink.link_index(interface)?.ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("no interface {interface}"),
+        )
+    })?;
+    netlink.set_up(index)?;
+    let exists_already = |r: std::io::Result<()>| match r {
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+        other => other,
+    };
+    exists_already(netlink.add_address(index, IpAddr::V4(net.address), net.prefix))?;
+    exists_already(netlink.add_default_route(index, IpAddr::V4(net.gateway), None))
 }
 
 /// Whether this process is udhcpc running its script.
@@ -352,7 +375,10 @@ pub fn start(fixed: Option<&StaticNet>) {
         return;
     }
     if let Some(net) = fixed {
-        match run(static_plan(net)) {
+        let configured = configure_link(INTERFACE, net)
+            .map_err(anyhow::Error::from)
+            .and_then(|()| run(static_plan(net)));
+        match configured {
             Ok(()) => eprintln!(
                 "berth-agent: {INTERFACE} {}/{} from the host (router {}, dns {})",
                 net.address,
@@ -577,20 +603,58 @@ mod tests {
         let net = StaticNet::parse("172.29.0.5/24,172.29.0.1,192.168.1.1,172.29.0.1").expect("net");
         let steps = static_plan(&net);
         assert_eq!(
-            ip_lines(&steps),
+            steps,
             [
-                "link set eth0 up",
-                "addr add 172.29.0.5/24 dev eth0",
-                "route replace default via 172.29.0.1 dev eth0"
+                Step::ResolvConf("nameserver 192.168.1.1\nnameserver 172.29.0.1\n".into()),
+                // Recorded, so the API's wait for the first lease ends at once.
+                Step::Record(Some("172.29.0.5/24".into())),
             ]
         );
-        assert!(steps.contains(&Step::ResolvConf(
-            "nameserver 192.168.1.1\nnameserver 172.29.0.1\n".into()
-        )));
-        // Recorded, so the API's wait for the first lease ends at once.
-        assert_eq!(
-            steps.last(),
-            Some(&Step::Record(Some("172.29.0.5/24".into())))
+    }
+
+    /// In a network namespace of its own (a thread's), a link that starts
+    /// down gets the address and a default route through the gateway, which
+    /// the kernel accepts only on a link that is up.
+    #[test]
+    fn the_link_is_configured_over_netlink() {
+        let outcome = std::thread::spawn(|| -> Result<String, String> {
+            // SAFETY: unshare affects only this thread, which ends with the test.
+            if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+                return Err(format!("unshare: {}", std::io::Error::last_os_error()));
+            }
+            let added = Command::new("ip")
+                .args([
+                    "link",
+                    "add",
+                    "berthtest0",
+                    "type",
+                    "veth",
+                    "peer",
+                    "berthtest1",
+                ])
+                .status()
+                .map_err(|e| format!("ip: {e}"))?;
+            if !added.success() {
+                return Err(format!("ip link add: {added}"));
+            }
+            let net = StaticNet::parse("10.77.0.5/24,10.77.0.1,10.77.0.1").expect("net");
+            configure_link("berthtest0", &net).map_err(|e| format!("configure: {e}"))?;
+            // Applying it again (a restarted agent) is not an error.
+            configure_link("berthtest0", &net).map_err(|e| format!("again: {e}"))?;
+            std::net::UdpSocket::bind("10.77.0.5:0").map_err(|e| format!("bind: {e}"))?;
+            let err = configure_link("nosuch0", &net).expect_err("no such link");
+            assert!(err.to_string().contains("nosuch0"), "{err}");
+            std::fs::read_to_string("/proc/thread-self/net/route").map_err(|e| e.to_string())
+        })
+        .join()
+        .expect("test thread");
+        let routes = outcome.expect("configured");
+        // Destination 0.0.0.0 via 10.77.0.1, little-endian hex as /proc shows it.
+        assert!(
+            routes
+                .lines()
+                .any(|l| l.starts_with("berthtest0\t00000000\t01004D0A")),
+            "{routes}"
         );
     }
 

@@ -4,7 +4,6 @@
 
 use std::ffi::CString;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use berth_platform::protocol::ShareFs;
@@ -208,18 +207,18 @@ pub fn set_clock_from(secs: u64, nanos: u32) -> std::io::Result<()> {
     set_clock(Duration::new(secs, nanos))
 }
 
-fn busybox(args: &[&str]) -> bool {
-    Command::new(BUSYBOX)
-        .args(args)
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
 /// Loopback always (port forwarding connects to 127.0.0.1); eth0, when the
 /// VMM gave one, by DHCP or with the host's fixed address.
 fn bring_up_network(fixed: Option<&berth_platform::protocol::StaticNet>) {
-    busybox(&["ip", "link", "set", "lo", "up"]);
+    let loopback_up = berth_network::netlink::Netlink::new().and_then(|mut netlink| match netlink
+        .link_index("lo")?
+    {
+        Some(index) => netlink.set_up(index),
+        None => Ok(()),
+    });
+    if let Err(e) = loopback_up {
+        eprintln!("berth-agent: bringing up lo: {e}");
+    }
     // `localhost` names (a registry at localhost:5000 through a host port) resolve from here.
     let _ = std::fs::create_dir_all("/etc");
     let _ = std::fs::write("/etc/hosts", "127.0.0.1 localhost\n::1 localhost\n");

@@ -9,6 +9,7 @@
 //! Every process gets `PR_SET_PDEATHSIG`, so they die with the supervisor
 //! that launched them even if it is killed.
 
+use std::net::Ipv4Addr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use super::{Capabilities, Hypervisor, HypervisorError, LaunchSpec, Vm};
 use crate::machine::{Accel, GuestArch, Share};
-use crate::protocol::ShareFs;
+use crate::protocol::{ShareFs, StaticNet, CMDLINE_NET};
 use crate::vsock::hybrid::HybridVsock;
 use crate::vsock::HostVsock;
 
@@ -35,9 +36,21 @@ pub struct Qemu {
 
 /// The guest's addresses on its outbound network (what the agent configures on eth0; the
 /// same as QEMU's user networking uses).
-const GUEST_ADDRESS: &str = "10.0.2.15";
-const GUEST_GATEWAY: &str = "10.0.2.2";
-const GUEST_DNS: &str = "10.0.2.3";
+const GUEST_ADDRESS: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 15);
+const GUEST_GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
+const GUEST_DNS: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 3);
+
+/// eth0's fixed configuration, the same under passt and QEMU's user network
+/// (its defaults). Given to the guest on the command line, it needs no DHCP
+/// exchange at boot.
+fn guest_net() -> StaticNet {
+    StaticNet {
+        address: GUEST_ADDRESS,
+        prefix: 24,
+        gateway: GUEST_GATEWAY,
+        dns: vec![GUEST_DNS],
+    }
+}
 
 /// passt runs as this user when started as root (it refuses to keep root's privileges).
 const PASST_UID: u32 = 65534;
@@ -60,6 +73,7 @@ fn passt_args(spec: &LaunchSpec, as_root: bool) -> Vec<String> {
     if as_root {
         args.extend(["--runas".into(), format!("{PASST_UID}:{PASST_UID}")]);
     }
+    let net = guest_net();
     let rest = [
         "--foreground",
         "--quiet",
@@ -68,13 +82,13 @@ fn passt_args(spec: &LaunchSpec, as_root: bool) -> Vec<String> {
         "--socket",
         &passt_socket(spec).display().to_string(),
         "--address",
-        GUEST_ADDRESS,
+        &net.address.to_string(),
         "--netmask",
-        "24",
+        &net.prefix.to_string(),
         "--gateway",
-        GUEST_GATEWAY,
+        &net.gateway.to_string(),
         "--dns-forward",
-        GUEST_DNS,
+        &GUEST_DNS.to_string(),
     ];
     args.extend(rest.iter().map(|s| s.to_string()));
     args
@@ -260,7 +274,10 @@ pub fn qemu_args(spec: &LaunchSpec, share_fs: ShareFs) -> Vec<String> {
         spec.initrd.display().to_string(),
         "-append".into(),
         {
-            let cmdline = super::with_shares(&spec.cmdline, &spec.shares, share_fs);
+            let mut cmdline = super::with_shares(&spec.cmdline, &spec.shares, share_fs);
+            if wants_passt(spec) || !spec.hostfwd.is_empty() {
+                cmdline.push_str(&format!(" {CMDLINE_NET}={}", guest_net().cmdline_value()));
+            }
             if accel == "tcg" && spec.arch == GuestArch::X86_64 {
                 format!("{cmdline} {}", tcg_kernel_args(host_tsc_khz()))
             } else {
@@ -706,11 +723,22 @@ mod tests {
         assert!(passt.contains("--socket /m/passt/passt.sock"), "{passt}");
         assert!(passt.contains("--address 10.0.2.15"), "{passt}");
         assert!(passt.contains("--dns-forward 10.0.2.3"), "{passt}");
-        // hostfwd benchmarks keep QEMU's restricted user network instead.
+        // The guest is told passt's addresses, so it needs no DHCP at boot.
+        assert!(
+            args.contains(" berth.net=10.0.2.15/24,10.0.2.2,10.0.2.3"),
+            "{args}"
+        );
+        // hostfwd benchmarks keep QEMU's restricted user network instead (same addresses).
         s.hostfwd = vec!["tcp:127.0.0.1:1-:2".into()];
         let args = qemu_args(&s, ShareFs::Virtiofs).join(" ");
         assert!(args.contains("user,id=net0,restrict=on"), "{args}");
         assert!(!args.contains("passt"), "{args}");
+        assert!(args.contains(" berth.net=10.0.2.15/24,"), "{args}");
+        // No network device, no address.
+        s.hostfwd.clear();
+        s.outbound_network = false;
+        let args = qemu_args(&s, ShareFs::Virtiofs).join(" ");
+        assert!(!args.contains("berth.net"), "{args}");
     }
 
     #[test]
