@@ -22,7 +22,8 @@ use berth_image::{
     ReferenceError,
 };
 use berth_registry::{ClientConfig, ProgressFn, RegistryClient, RegistryError};
-use berth_snapshot::{chain_id, Mounts, SnapshotError, SnapshotMode, Snapshotter, UnpackOptions};
+pub use berth_snapshot::SnapshotMode;
+use berth_snapshot::{chain_id, Mounts, SnapshotError, Snapshotter, UnpackOptions};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
@@ -98,6 +99,16 @@ pub struct ImageService {
 impl ImageService {
     /// Opens (creating) the stores under `root`.
     pub fn open(root: &Path, registry: ClientConfig) -> Result<Self, ImageError> {
+        Self::open_with_snapshots(root, registry, SnapshotMode::Auto)
+    }
+
+    /// Like [`open`](Self::open), with the snapshot mode decided by the caller (the VM's
+    /// agent knows its kernel and disk take overlay, and skips the test mount).
+    pub fn open_with_snapshots(
+        root: &Path,
+        registry: ClientConfig,
+        snapshot_mode: SnapshotMode,
+    ) -> Result<Self, ImageError> {
         let io = |context: &str| {
             let context = format!("{context} {}", root.display());
             move |source| ImageError::Io { context, source }
@@ -107,10 +118,7 @@ impl ImageService {
             root: root.to_path_buf(),
             content: ContentStore::open(&root.join("content"))?,
             records: ImageStore::open(&root.join("images"))?,
-            snapshots: Arc::new(Snapshotter::new(
-                root.join("snapshots"),
-                SnapshotMode::Auto,
-            )?),
+            snapshots: Arc::new(Snapshotter::new(root.join("snapshots"), snapshot_mode)?),
             registry: RegistryClient::new(registry)?,
         })
     }

@@ -10,6 +10,7 @@ use std::ffi::CString;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -120,13 +121,25 @@ fn check_overlay_path(p: &Path) -> Result<(), MountError> {
     Ok(())
 }
 
+/// Whether overlay may still take its layers through the new mount API
+/// (`lowerdir+`, kernel 6.5+); cleared the first time the kernel refuses it.
+static NEW_OVERLAY_API: AtomicBool = AtomicBool::new(true);
+
 /// Mounts `m` on `target` (an existing directory).
 pub fn mount(m: &Mounts, target: &Path) -> Result<(), MountError> {
     match m {
         Mounts::Bind { source, readonly } => bind(source, target, *readonly),
+        Mounts::Overlay { .. } if !NEW_OVERLAY_API.load(Ordering::Relaxed) => {
+            mount_overlay_legacy(m, target)
+        }
         Mounts::Overlay { .. } => match mount_overlay_fsconfig(m, target) {
             Ok(()) => Ok(()),
-            Err(FsconfigError::Unsupported) => mount_overlay_legacy(m, target),
+            Err(FsconfigError::Unsupported) => {
+                // A property of the running kernel: later mounts go the legacy way at
+                // once (and the kernel does not log its refusal for each of them).
+                NEW_OVERLAY_API.store(false, Ordering::Relaxed);
+                mount_overlay_legacy(m, target)
+            }
             Err(FsconfigError::Failed(what, source)) => Err(MountError::Mount {
                 target: target.to_path_buf(),
                 what,
