@@ -58,7 +58,7 @@ pub fn run() -> ! {
     // goes on to build its own runtime.
     let child = unsafe { libc::fork() };
     if child == 0 {
-        let code = match serve::run(serve::Options::vm()) {
+        let code = match serve::run(serve::Options::vm(boot.host_ports.clone())) {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("berth-agent: {e:#}");

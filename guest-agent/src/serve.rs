@@ -18,7 +18,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufRea
 use tokio::sync::watch;
 use tokio_vsock::{VsockAddr, VsockListener, VsockStream, VMADDR_CID_ANY, VMADDR_CID_HOST};
 
-use crate::{cmdline, dhcp, disk, host_services, modules, ports};
+use crate::{dhcp, disk, host_services, modules, ports};
 
 /// How often the published ports are rescanned.
 const PORT_SCAN: Duration = Duration::from_millis(250);
@@ -29,13 +29,17 @@ pub struct Options {
     pub data_root: PathBuf,
     /// Inside the VM: prepare the data disk first.
     pub in_vm: bool,
+    /// Host loopback ports the guest reaches through the host service port
+    /// (from the kernel command line, which PID 1 parsed).
+    pub host_ports: Vec<u16>,
 }
 
 impl Options {
-    pub fn vm() -> Self {
+    pub fn vm(host_ports: Vec<u16>) -> Self {
         Self {
             data_root: PathBuf::from(disk::MOUNT_POINT),
             in_vm: true,
+            host_ports,
         }
     }
 
@@ -45,6 +49,7 @@ impl Options {
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from(disk::MOUNT_POINT)),
             in_vm: false,
+            host_ports: Vec::new(),
         }
     }
 }
@@ -219,11 +224,7 @@ async fn serve(
 
     // Host services listen on the guest's loopback; forwarding those ports back to the
     // host would loop, so they are left out of the forwarded set.
-    let host_ports = if options.in_vm {
-        cmdline::parse(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default()).host_ports
-    } else {
-        Vec::new()
-    };
+    let host_ports = options.host_ports;
     host_services::serve(&host_ports).await;
     let forwarded = {
         let state = Arc::clone(&state);
