@@ -6,9 +6,7 @@ use std::ffi::CString;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use berth_platform::protocol::ShareFs;
-
-use crate::{cmdline, dhcp, modules, serve, share, vmbus};
+use crate::{cmdline, dhcp, modules, serve, vmbus};
 
 /// The busybox in the initramfs (networking and mke2fs).
 pub const BUSYBOX: &str = "/bin/busybox";
@@ -19,13 +17,12 @@ pub fn run() -> ! {
     std::env::set_var("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
     mount_pseudo_filesystems();
     let boot = cmdline::parse(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default());
-    let share_filesystems: Vec<ShareFs> = boot.shares.iter().map(|(_, _, fs)| *fs).collect();
     let sys = Path::new("/sys");
     let hardware = modules::Hardware {
         hyperv: vmbus::on_hyperv(sys),
         virtio_pci: modules::virtio_on_pci(sys),
     };
-    let failed = modules::load_groups(&modules::boot_groups(hardware, &share_filesystems));
+    let failed = modules::load_groups(&modules::boot_groups(hardware));
     reopen_console_if_missing();
     if let Some(time) = boot.time {
         if let Err(e) = set_clock(time) {
@@ -33,20 +30,6 @@ pub fn run() -> ! {
         }
     }
     bring_up_network(boot.net.as_ref());
-    for (tag, path, fs) in &boot.shares {
-        match share::mount(tag, path, *fs, hardware.hyperv) {
-            Ok(()) => eprintln!(
-                "berth-agent: share {tag} mounted on {} ({})",
-                path.display(),
-                fs.as_str()
-            ),
-            Err(e) => eprintln!(
-                "berth-agent: mounting share {tag} on {} ({}): {e}",
-                path.display(),
-                fs.as_str()
-            ),
-        }
-    }
     eprintln!(
         "berth-agent: init done in {} ms, {} ms after boot ({failed} modules failed{})",
         start.elapsed().as_millis(),
@@ -58,7 +41,7 @@ pub fn run() -> ! {
     // goes on to build its own runtime.
     let child = unsafe { libc::fork() };
     if child == 0 {
-        let code = match serve::run(serve::Options::vm(boot.host_ports.clone())) {
+        let code = match serve::run(serve::Options::vm(&boot, hardware.hyperv)) {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("berth-agent: {e:#}");

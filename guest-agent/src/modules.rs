@@ -19,11 +19,10 @@ pub struct Hardware {
     pub virtio_pci: bool,
 }
 
-/// The groups to load before the API serves: the boot drivers and the data
-/// disk's always, the Hyper-V drivers only on Hyper-V, virtio's PCI transport only
-/// when a virtio device is on PCI, a share filesystem only when a share uses it
-/// (every module skipped is boot time saved under emulation).
-pub fn boot_groups(hw: Hardware, shares: &[ShareFs]) -> Vec<&'static str> {
+/// The groups PID 1 loads: the boot drivers and the data disk's always, the
+/// Hyper-V drivers only on Hyper-V, virtio's PCI transport only when a virtio
+/// device is on PCI (every module skipped is boot time saved under emulation).
+pub fn boot_groups(hw: Hardware) -> Vec<&'static str> {
     let mut groups = vec!["boot", "disk"];
     if hw.hyperv {
         groups.push("hyperv");
@@ -31,12 +30,19 @@ pub fn boot_groups(hw: Hardware, shares: &[ShareFs]) -> Vec<&'static str> {
     if hw.virtio_pci {
         groups.push("pci");
     }
+    groups
+}
+
+/// The filesystem groups the shares need, loaded by the server just before
+/// it mounts them.
+pub fn share_groups(hyperv: bool, shares: &[ShareFs]) -> Vec<&'static str> {
+    let mut groups = Vec::new();
     if shares.contains(&ShareFs::Virtiofs) {
         groups.push("virtiofs");
     }
     if shares.contains(&ShareFs::NineP) {
         // Hyper-V has no virtio: its 9p server is reached over a socket.
-        groups.push(if hw.hyperv { "9p-fd" } else { "9p" });
+        groups.push(if hyperv { "9p-fd" } else { "9p" });
     }
     groups
 }
@@ -145,22 +151,26 @@ mod tests {
     #[test]
     fn boot_loads_only_what_the_host_and_shares_need() {
         let qemu = Hardware::default();
-        assert_eq!(boot_groups(qemu, &[]), vec!["boot", "disk"]);
+        assert_eq!(boot_groups(qemu), vec!["boot", "disk"]);
         let hyperv = Hardware {
             hyperv: true,
             ..qemu
         };
-        assert_eq!(
-            boot_groups(hyperv, &[ShareFs::NineP, ShareFs::NineP]),
-            vec!["boot", "disk", "hyperv", "9p-fd"]
-        );
+        assert_eq!(boot_groups(hyperv), vec!["boot", "disk", "hyperv"]);
         let vz = Hardware {
             virtio_pci: true,
             ..qemu
         };
+        assert_eq!(boot_groups(vz), vec!["boot", "disk", "pci"]);
+
+        assert!(share_groups(false, &[]).is_empty());
         assert_eq!(
-            boot_groups(vz, &[ShareFs::Virtiofs, ShareFs::NineP]),
-            vec!["boot", "disk", "pci", "virtiofs", "9p"]
+            share_groups(true, &[ShareFs::NineP, ShareFs::NineP]),
+            vec!["9p-fd"]
+        );
+        assert_eq!(
+            share_groups(false, &[ShareFs::Virtiofs, ShareFs::NineP]),
+            vec!["virtiofs", "9p"]
         );
     }
 

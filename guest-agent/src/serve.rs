@@ -11,14 +11,15 @@ use berth_api::{ApiState, DaemonInfo};
 use berth_engine::images::SnapshotMode;
 use berth_engine::ImageService;
 use berth_platform::protocol::{
-    parse_forward_header, ControlReply, ControlRequest, ForwardedPort, Proto, StreamFrame,
+    parse_forward_header, ControlReply, ControlRequest, ForwardedPort, Proto, ShareFs, StreamFrame,
     UdpFrame, API_PORT, CONTROL_PORT, FORWARD_PORT, FRAMED_API_PORT, READY_PORT,
 };
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::watch;
 use tokio_vsock::{VsockAddr, VsockListener, VsockStream, VMADDR_CID_ANY, VMADDR_CID_HOST};
 
-use crate::{dhcp, disk, host_services, modules, ports};
+use crate::cmdline::BootArgs;
+use crate::{dhcp, disk, host_services, modules, ports, share};
 
 /// How often the published ports are rescanned.
 const PORT_SCAN: Duration = Duration::from_millis(250);
@@ -32,14 +33,20 @@ pub struct Options {
     /// Host loopback ports the guest reaches through the host service port
     /// (from the kernel command line, which PID 1 parsed).
     pub host_ports: Vec<u16>,
+    /// Host directories to mount (tag, guest path, filesystem), also from the command line.
+    pub shares: Vec<(String, PathBuf, ShareFs)>,
+    /// On Hyper-V (9p shares are reached over a socket there).
+    pub hyperv: bool,
 }
 
 impl Options {
-    pub fn vm(host_ports: Vec<u16>) -> Self {
+    pub fn vm(boot: &BootArgs, hyperv: bool) -> Self {
         Self {
             data_root: PathBuf::from(disk::MOUNT_POINT),
             in_vm: true,
-            host_ports,
+            host_ports: boot.host_ports.clone(),
+            shares: boot.shares.clone(),
+            hyperv,
         }
     }
 
@@ -50,6 +57,8 @@ impl Options {
                 .unwrap_or_else(|| PathBuf::from(disk::MOUNT_POINT)),
             in_vm: false,
             host_ports: Vec::new(),
+            shares: Vec::new(),
+            hyperv: false,
         }
     }
 }
@@ -84,6 +93,33 @@ pub fn run(options: Options) -> Result<()> {
     drop(runtime);
     disk::release();
     result
+}
+
+/// Loads the shares' filesystem modules and mounts each share (a failure is
+/// logged; the engine serves without that share).
+fn mount_shares(shares: &[(String, PathBuf, ShareFs)], hyperv: bool) {
+    if shares.is_empty() {
+        return;
+    }
+    let filesystems: Vec<ShareFs> = shares.iter().map(|(_, _, fs)| *fs).collect();
+    let failed = modules::load_groups(&modules::share_groups(hyperv, &filesystems));
+    if failed > 0 {
+        eprintln!("berth-agent: {failed} share filesystem modules failed to load");
+    }
+    for (tag, path, fs) in shares {
+        match share::mount(tag, path, *fs, hyperv) {
+            Ok(()) => eprintln!(
+                "berth-agent: share {tag} mounted on {} ({})",
+                path.display(),
+                fs.as_str()
+            ),
+            Err(e) => eprintln!(
+                "berth-agent: mounting share {tag} on {} ({}): {e}",
+                path.display(),
+                fs.as_str()
+            ),
+        }
+    }
 }
 
 /// Host ports the engine publishes on all addresses or on loopback: bridge containers'
@@ -167,6 +203,9 @@ async fn serve(
         Err(e) => eprintln!("berth-agent: loading the embedded hello image failed: {e}"),
     }
     let hello_ms = uptime_ms();
+    // Here rather than in PID 1: the bridge and netfilter modules, loading meanwhile, take
+    // longer than the disk and the image store, so the shares come at no cost to readiness.
+    mount_shares(&options.shares, options.hyperv);
     if let Some(loading) = later_modules {
         let failed = tokio::task::spawn_blocking(move || loading.join().unwrap_or(0))
             .await
