@@ -1,10 +1,11 @@
 //! `berth-agent`, PID 1 of Berth's Linux VM.
 //!
 //! One binary, four roles chosen at start:
-//! - PID 1 ([`init`]): mounts, modules, clock, networking, shares; then forks
+//! - PID 1 ([`init`]): mounts, boot modules, clock, networking; then forks
 //!   the server and stays behind to reap orphans and power off when the
 //!   server exits.
-//! - the server ([`serve`]): formats and mounts the data disk, then serves
+//! - the server ([`serve`]): formats and mounts the data disk, mounts the
+//!   shares ([`share`]), then serves
 //!   the engine's Docker API, the control channel and port forwarding on
 //!   vsock ports (see `berth_platform::protocol`).
 //! - udhcpc's script (with `BERTH_DHCP_HOOK` set, see [`dhcp`]): applies a

@@ -95,33 +95,6 @@ pub fn run(options: Options) -> Result<()> {
     result
 }
 
-/// Loads the shares' filesystem modules and mounts each share (a failure is
-/// logged; the engine serves without that share).
-fn mount_shares(shares: &[(String, PathBuf, ShareFs)], hyperv: bool) {
-    if shares.is_empty() {
-        return;
-    }
-    let filesystems: Vec<ShareFs> = shares.iter().map(|(_, _, fs)| *fs).collect();
-    let failed = modules::load_groups(&modules::share_groups(hyperv, &filesystems));
-    if failed > 0 {
-        eprintln!("berth-agent: {failed} share filesystem modules failed to load");
-    }
-    for (tag, path, fs) in shares {
-        match share::mount(tag, path, *fs, hyperv) {
-            Ok(()) => eprintln!(
-                "berth-agent: share {tag} mounted on {} ({})",
-                path.display(),
-                fs.as_str()
-            ),
-            Err(e) => eprintln!(
-                "berth-agent: mounting share {tag} on {} ({}): {e}",
-                path.display(),
-                fs.as_str()
-            ),
-        }
-    }
-}
-
 /// Host ports the engine publishes on all addresses or on loopback: bridge containers'
 /// ports are NAT rules, not listening sockets, so the socket scan does not see them.
 fn published_ports(state: &ApiState) -> BTreeSet<ForwardedPort> {
@@ -205,7 +178,7 @@ async fn serve(
     let hello_ms = uptime_ms();
     // Here rather than in PID 1: the bridge and netfilter modules, loading meanwhile, take
     // longer than the disk and the image store, so the shares come at no cost to readiness.
-    mount_shares(&options.shares, options.hyperv);
+    share::mount_all(&options.shares, options.hyperv);
     if let Some(loading) = later_modules {
         let failed = tokio::task::spawn_blocking(move || loading.join().unwrap_or(0))
             .await

@@ -6,19 +6,47 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use berth_platform::protocol::{ShareFs, PLAN9_PORT};
 
 use crate::init::mount_fs;
+use crate::modules;
 
 /// Largest 9p message over virtio; large reads and writes need fewer trips.
 const VIRTIO_MSIZE: u32 = 262_144;
 /// Largest 9p message over a Hyper-V socket (the size Linux guests of HCS use).
 const HVSOCK_MSIZE: u32 = 65_536;
 
+/// Loads the shares' filesystem modules and mounts each share (a failure is
+/// logged; the engine serves without that share).
+pub fn mount_all(shares: &[(String, PathBuf, ShareFs)], hyperv: bool) {
+    if shares.is_empty() {
+        return;
+    }
+    let filesystems: Vec<ShareFs> = shares.iter().map(|(_, _, fs)| *fs).collect();
+    let failed = modules::load_groups(&modules::share_groups(hyperv, &filesystems));
+    if failed > 0 {
+        eprintln!("berth-agent: {failed} share filesystem modules failed to load");
+    }
+    for (tag, path, fs) in shares {
+        match mount(tag, path, *fs, hyperv) {
+            Ok(()) => eprintln!(
+                "berth-agent: share {tag} mounted on {} ({})",
+                path.display(),
+                fs.as_str()
+            ),
+            Err(e) => eprintln!(
+                "berth-agent: mounting share {tag} on {} ({}): {e}",
+                path.display(),
+                fs.as_str()
+            ),
+        }
+    }
+}
+
 /// Mounts share `tag` on `path`. On Hyper-V a 9p share is reached over vsock.
-pub fn mount(tag: &str, path: &Path, fs: ShareFs, on_hyperv: bool) -> io::Result<()> {
+fn mount(tag: &str, path: &Path, fs: ShareFs, on_hyperv: bool) -> io::Result<()> {
     let target = path
         .to_str()
         .ok_or_else(|| invalid(format!("guest path {} is not UTF-8", path.display())))?;
