@@ -1,7 +1,3 @@
-//! eth0 by DHCP, the same on every backend: passt under QEMU (which answers
-//! with the fixed addresses it is given), Virtualization.framework's NAT and
-//! Hyper-V's default switch.
-//!
 //! Busybox `udhcpc` speaks the protocol (retransmits, renews, rebinds) and
 //! runs this binary at each event, as `berth-agent <event>` with
 //! [`HOOK_ENV`] set and the lease in its environment; [`hook`] applies the
@@ -11,10 +7,10 @@
 //! reaps it if it dies) and keeps the lease renewed.
 //!
 //! Where the host's network has no DHCP server (an HNS NAT network on
-//! Windows) the host puts eth0's address on the command line
+//! Windows), or the host knows the address anyway (passt under QEMU, given
+//! fixed addresses), the host puts eth0's address on the command line
 //! ([`berth_platform::protocol::CMDLINE_NET`]): PID 1 applies it as a lease
 //! that never expires ([`configure_link`], [`static_plan`]) and starts no udhcpc.
-//! QEMU's backend does the same with passt's fixed addresses.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};

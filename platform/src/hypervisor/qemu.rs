@@ -40,9 +40,9 @@ const GUEST_ADDRESS: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 15);
 const GUEST_GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
 const GUEST_DNS: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 3);
 
-/// eth0's fixed configuration, the same under passt and QEMU's user network
-/// (its defaults). Given to the guest on the command line, it needs no DHCP
-/// exchange at boot.
+/// The guest's eth0 as passt is told to serve it (also QEMU's own user
+/// network's defaults). Under passt the guest is given it on the command line
+/// and needs no DHCP exchange at boot.
 fn guest_net() -> StaticNet {
     StaticNet {
         address: GUEST_ADDRESS,
