@@ -127,17 +127,6 @@ pub async fn collect(body: Incoming, limit: usize) -> Result<Bytes, ApiError> {
         .map_err(|e| ApiError::bad(format!("reading the request body: {e}")))
 }
 
-/// Largest request body read and discarded before an error reply.
-const DRAIN_LIMIT: usize = 1 << 20;
-
-/// Reads and discards a small request body that no handler wanted, so an
-/// early refusal does not close the connection while the client is still
-/// writing (it would see "broken pipe" instead of the error). Larger bodies
-/// are left unread: the connection closes, as it would have anyway.
-pub async fn drain(body: Incoming) {
-    let _ = collect(body, DRAIN_LIMIT).await;
-}
-
 /// Parses a JSON request body; an empty body is `T::default()`.
 pub async fn collect_json<T: serde::de::DeserializeOwned + Default>(
     body: Incoming,

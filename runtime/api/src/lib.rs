@@ -25,6 +25,7 @@ pub mod containers;
 pub mod error;
 pub mod events;
 pub mod images;
+pub mod linger;
 pub mod networks;
 pub mod query;
 pub mod router;
@@ -118,7 +119,7 @@ where
         async move { Ok::<_, Infallible>(router::handle(request, state).await) }
     });
     let connection = http1::Builder::new()
-        .serve_connection(TokioIo::new(stream), service)
+        .serve_connection(TokioIo::new(linger::LingeringClose::new(stream)), service)
         .with_upgrades();
     tokio::pin!(connection);
     tokio::select! {

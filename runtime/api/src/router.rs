@@ -92,10 +92,7 @@ const SWARM_PREFIXES: &[&str] = &["swarm", "nodes", "services", "tasks", "secret
 async fn route(request: Request<Incoming>, state: Arc<ApiState>) -> Result<ApiResponse, ApiError> {
     let (version, raw_path) = split_version(request.uri().path());
     if let Some(v) = version {
-        if let Err(e) = check_version(v) {
-            body::drain(request.into_body()).await;
-            return Err(e);
-        }
+        check_version(v)?;
     }
     let path = percent_decode(raw_path);
     let query = Query::parse(request.uri().query());
@@ -231,7 +228,6 @@ async fn route(request: Request<Incoming>, state: Arc<ApiState>) -> Result<ApiRe
         }
     }
 
-    body::drain(body).await;
     let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
     if SWARM_PREFIXES.contains(&first) {
         return Err(ApiError::Unavailable(
