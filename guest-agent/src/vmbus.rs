@@ -19,6 +19,7 @@ pub fn on_hyperv(sys: &Path) -> bool {
 }
 
 /// The vendor signature Hyper-V reports in CPUID leaf 0x40000000.
+#[cfg(any(target_arch = "x86_64", test))]
 const HYPERV_CPUID_SIGNATURE: &[u8; 12] = b"Microsoft Hv";
 
 #[cfg(target_arch = "x86_64")]
@@ -44,6 +45,7 @@ fn cpuid_says_hyperv() -> bool {
 }
 
 /// The 12-byte vendor signature is EBX, ECX, EDX, each little-endian.
+#[cfg(any(target_arch = "x86_64", test))]
 fn is_hyperv_signature(ebx: u32, ecx: u32, edx: u32) -> bool {
     let mut signature = [0u8; 12];
     for (chunk, reg) in signature.chunks_exact_mut(4).zip([ebx, ecx, edx]) {
