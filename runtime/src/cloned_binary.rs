@@ -25,15 +25,23 @@ pub enum ClonedBinaryError {
     Exec(std::io::Error),
 }
 
-const SEALS: libc::c_int =
-    libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+/// No resizing and no further seal changes.
+const FIXED_SEALS: libc::c_int = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW;
+/// No writes. `F_SEAL_FUTURE_WRITE` is as strong as `F_SEAL_WRITE` here (nothing maps the
+/// copy writable), and unlike it the kernel does not first wait for every extra reference to
+/// the copy's pages to go: references its per-CPU page batches still held from the copy
+/// made sealing fail with EBUSY now and then. `F_SEAL_WRITE` where the kernel (before 5.1)
+/// has no `F_SEAL_FUTURE_WRITE`.
+const WRITE_SEALS: [libc::c_int; 2] = [libc::F_SEAL_FUTURE_WRITE, libc::F_SEAL_WRITE];
 
 /// Whether the running executable is a sealed memfd.
 pub fn is_cloned() -> Result<bool, ClonedBinaryError> {
     let exe = File::open("/proc/self/exe").map_err(ClonedBinaryError::OpenSelf)?;
     // SAFETY: F_GET_SEALS takes no argument; fd is valid for the call.
     let seals = unsafe { libc::fcntl(exe.as_raw_fd(), libc::F_GET_SEALS) };
-    Ok(seals >= 0 && seals & SEALS == SEALS)
+    Ok(seals >= 0
+        && seals & FIXED_SEALS == FIXED_SEALS
+        && WRITE_SEALS.iter().any(|w| seals & w != 0))
 }
 
 /// Re-executes the current program from a sealed memfd copy unless it already
@@ -131,9 +139,25 @@ fn sealed_copy(exe: &File) -> Result<OwnedFd, ClonedBinaryError> {
         }
         copied += n as u64;
     }
-    // SAFETY: F_ADD_SEALS with a seal bitmask on a valid memfd.
-    if unsafe { libc::fcntl(memfd.as_raw_fd(), libc::F_ADD_SEALS, SEALS) } < 0 {
-        return Err(ClonedBinaryError::Seal(std::io::Error::last_os_error()));
+    for write_seal in WRITE_SEALS {
+        // SAFETY: F_ADD_SEALS with a seal bitmask on a valid memfd.
+        if unsafe {
+            libc::fcntl(
+                memfd.as_raw_fd(),
+                libc::F_ADD_SEALS,
+                FIXED_SEALS | write_seal,
+            )
+        } == 0
+        {
+            return Ok(memfd);
+        }
+        let err = std::io::Error::last_os_error();
+        // EINVAL: a seal this kernel does not know; try the next.
+        if err.raw_os_error() != Some(libc::EINVAL) {
+            return Err(ClonedBinaryError::Seal(err));
+        }
     }
-    Ok(memfd)
+    Err(ClonedBinaryError::Seal(std::io::Error::from_raw_os_error(
+        libc::EINVAL,
+    )))
 }
