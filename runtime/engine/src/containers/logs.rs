@@ -217,6 +217,10 @@ pub fn read_existing(path: &Path, opts: &LogOptions) -> (Vec<LogEntry>, u64) {
 /// Follows the current log file from `pos`, calling `emit` for each new
 /// entry, until `done()` says the writer is gone and the file has no more
 /// data, or `emit` returns false (the reader went away).
+///
+/// The file stays open between rounds: a container that prints and exits is
+/// often removed (`docker run --rm`, docker-py's `run`) before the next round,
+/// and its output must still be read from the file it was written to.
 pub fn follow(
     path: &Path,
     mut pos: u64,
@@ -225,52 +229,81 @@ pub fn follow(
     mut done: impl FnMut() -> bool,
 ) {
     use std::os::unix::fs::MetadataExt;
-    let mut inode = fs::metadata(path).map(|m| m.ino()).unwrap_or(0);
+    let inode_of = |file: &File| file.metadata().map(|m| m.ino()).unwrap_or(0);
+    let mut current = File::open(path).ok();
     let mut pending = String::new();
     loop {
         // Check before reading, so data written before the exit is seen.
         let finished = done();
         let mut progressed = false;
-        if let Ok(mut file) = File::open(path) {
-            let meta_ino = file.metadata().map(|m| m.ino()).unwrap_or(0);
-            if meta_ino != inode {
-                // Rotated: the new file starts from its beginning.
-                inode = meta_ino;
-                pos = 0;
-                pending.clear();
+        if let Some(file) = &mut current {
+            match read_new(file, &mut pos, &mut pending, opts, &mut emit) {
+                Some(read) => progressed = read,
+                None => return,
             }
-            if file.seek(SeekFrom::Start(pos)).is_ok() {
-                let mut reader = BufReader::new(file);
-                loop {
-                    let mut chunk = String::new();
-                    match reader.read_line(&mut chunk) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            pos += n as u64;
-                            progressed = true;
-                            pending.push_str(&chunk);
-                            if !pending.ends_with('\n') {
-                                continue;
-                            }
-                            let line = std::mem::take(&mut pending);
-                            if let Some(e) = parse_line(line.trim_end_matches('\n')) {
-                                if opts.until.is_some_and(|u| e.time_nanos >= u) {
-                                    return;
-                                }
-                                if wanted(&e, opts) && !emit(e) {
-                                    return;
-                                }
-                            }
-                        }
-                    }
+        }
+        // Rotated (the path names another file now), or created after we started.
+        let renamed = match (&current, fs::metadata(path)) {
+            (Some(file), Ok(meta)) => meta.ino() != inode_of(file),
+            (None, Ok(_)) => true,
+            (_, Err(_)) => false,
+        };
+        if renamed {
+            if let Some(file) = &mut current {
+                // What the writer added before it moved on.
+                if read_new(file, &mut pos, &mut pending, opts, &mut emit).is_none() {
+                    return;
                 }
             }
+            current = File::open(path).ok();
+            pos = 0;
+            pending.clear();
+            progressed = true;
         }
         if finished && !progressed {
             return;
         }
         if !progressed {
             std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+/// Emits the complete lines of `file` after `pos`; whether any was read, or
+/// `None` when following should stop (`until` reached, or the reader went away).
+fn read_new(
+    file: &mut File,
+    pos: &mut u64,
+    pending: &mut String,
+    opts: &LogOptions,
+    emit: &mut impl FnMut(LogEntry) -> bool,
+) -> Option<bool> {
+    let mut progressed = false;
+    if file.seek(SeekFrom::Start(*pos)).is_err() {
+        return Some(false);
+    }
+    let mut reader = BufReader::new(file);
+    loop {
+        let mut chunk = String::new();
+        match reader.read_line(&mut chunk) {
+            Ok(0) | Err(_) => return Some(progressed),
+            Ok(n) => {
+                *pos += n as u64;
+                progressed = true;
+                pending.push_str(&chunk);
+                if !pending.ends_with('\n') {
+                    continue;
+                }
+                let line = std::mem::take(pending);
+                if let Some(e) = parse_line(line.trim_end_matches('\n')) {
+                    if opts.until.is_some_and(|u| e.time_nanos >= u) {
+                        return None;
+                    }
+                    if wanted(&e, opts) && !emit(e) {
+                        return None;
+                    }
+                }
+            }
         }
     }
 }
@@ -325,5 +358,42 @@ mod tests {
             ..all
         };
         assert_eq!(read_existing(&path, &tail).0.len(), 2);
+    }
+
+    /// The container prints, exits and is removed (its log file unlinked)
+    /// between two rounds of following: the output is still delivered.
+    #[test]
+    fn follow_reads_output_of_a_container_removed_meanwhile() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("x-json.log");
+        let mut w = LogWriter::open(path.clone(), 1 << 20, 1).expect("open");
+        let all = LogOptions {
+            stdout: true,
+            stderr: true,
+            follow: true,
+            ..Default::default()
+        };
+        let mut rounds = 0;
+        let mut got = Vec::new();
+        follow(
+            &path,
+            0,
+            &all,
+            |e| {
+                got.push(e.line);
+                true
+            },
+            || {
+                rounds += 1;
+                if rounds == 1 {
+                    w.write(Stream::Stdout, b"run-ok\n").expect("write");
+                    w.flush().expect("flush");
+                    fs::remove_file(&path).expect("remove the log");
+                    return false;
+                }
+                true
+            },
+        );
+        assert_eq!(got, vec![b"run-ok\n".to_vec()]);
     }
 }
