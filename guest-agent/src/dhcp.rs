@@ -269,6 +269,22 @@ pub fn static_plan(net: &StaticNet) -> Vec<Step> {
 /// processes, each tens of milliseconds of boot under emulation.)
 pub fn configure_link(interface: &str, net: &StaticNet) -> std::io::Result<()> {
     let mut netlink = Netlink::new()?;
+    let index = set_up(&mut netlink, interface)?;
+    let exists_already = |r: std::io::Result<()>| match r {
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+        other => other,
+    };
+    exists_already(netlink.add_address(index, IpAddr::V4(net.address), net.prefix))?;
+    exists_already(netlink.add_default_route(index, IpAddr::V4(net.gateway), None))
+}
+
+/// Sets the loopback interface up (port forwarding connects to 127.0.0.1).
+pub fn loopback_up() -> std::io::Result<()> {
+    set_up(&mut Netlink::new()?, "lo").map(drop)
+}
+
+/// Sets `interface` up over netlink; returns its index.
+fn set_up(netlink: &mut Netlink, interface: &str) -> std::io::Result<u32> {
     let index = netlink.link_index(interface)?.ok_or_else(|| {
         std::io::Error::new(
             std::io::ErrorKind::NotFound,
@@ -276,12 +292,7 @@ pub fn configure_link(interface: &str, net: &StaticNet) -> std::io::Result<()> {
         )
     })?;
     netlink.set_up(index)?;
-    let exists_already = |r: std::io::Result<()>| match r {
-        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
-        other => other,
-    };
-    exists_already(netlink.add_address(index, IpAddr::V4(net.address), net.prefix))?;
-    exists_already(netlink.add_default_route(index, IpAddr::V4(net.gateway), None))
+    Ok(index)
 }
 
 /// Whether this process is udhcpc running its script.

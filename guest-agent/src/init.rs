@@ -193,13 +193,7 @@ pub fn set_clock_from(secs: u64, nanos: u32) -> std::io::Result<()> {
 /// Loopback always (port forwarding connects to 127.0.0.1); eth0, when the
 /// VMM gave one, by DHCP or with the host's fixed address.
 fn bring_up_network(fixed: Option<&berth_platform::protocol::StaticNet>) {
-    let loopback_up = berth_network::netlink::Netlink::new().and_then(|mut netlink| match netlink
-        .link_index("lo")?
-    {
-        Some(index) => netlink.set_up(index),
-        None => Ok(()),
-    });
-    if let Err(e) = loopback_up {
+    if let Err(e) = dhcp::loopback_up() {
         eprintln!("berth-agent: bringing up lo: {e}");
     }
     // `localhost` names (a registry at localhost:5000 through a host port) resolve from here.
