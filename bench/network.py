@@ -310,7 +310,7 @@ def main():
         if setup:
             print(f"berth daemon: network setup on start median {statistics.median(setup):.2f} ms "
                   f"(n={len(setup)}), release on remove median {statistics.median(release or [0]):.2f} ms; "
-                  f"nft rules for -p {statistics.median(rules or [0]):.1f} ms, overlapped with the container's create")
+                  f"firewall rules for -p {statistics.median(rules or [0]):.1f} ms, overlapped with the container's create")
     finally:
         for t in targets:
             try:

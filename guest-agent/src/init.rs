@@ -13,7 +13,7 @@ pub const BUSYBOX: &str = "/bin/busybox";
 
 pub fn run() -> ! {
     let start = Instant::now();
-    // The kernel starts PID 1 without PATH; the engine runs `nft` (in /usr/sbin) by name.
+    // The kernel starts PID 1 without PATH; what the engine runs by name needs the usual one.
     std::env::set_var("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
     mount_pseudo_filesystems();
     let boot = cmdline::parse(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default());

@@ -196,7 +196,7 @@ async fn serve(
         // The same bridge networking as `berth daemon` on a Linux host: the default bridge,
         // nftables rules in table `berth`, DNS forwarded to the guest's resolv.conf.
         // (Outside a VM, as in the agent's own tests, the host's networking is left alone.)
-        // The guest image ships nft, so the engine need not run it to find out.
+        // The guest kernel has nf_tables (the image packs its modules), so no need to probe.
         network: options
             .in_vm
             .then(|| berth_engine::containers::NetworkConfig {

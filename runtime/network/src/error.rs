@@ -88,7 +88,7 @@ pub enum NetworkError {
         backend: &'static str,
         detail: String,
     },
-    #[error("no firewall backend: neither `nft` nor `iptables-restore` could be run")]
+    #[error("no firewall backend: the kernel answers no nf_tables request and `iptables` could not be run")]
     NoFirewall,
     #[error("sysctl {path}: {source}")]
     Sysctl {

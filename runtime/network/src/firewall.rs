@@ -1,8 +1,8 @@
 //! NAT, isolation and published-port rules.
 //!
 //! The whole rule set is generated from the network state and applied in one atomic transaction
-//! each time something changes: with nftables, `nft -f -` replaces Berth's own `table ip berth`;
-//! with iptables, `iptables-restore --noflush` rewrites the `BERTH-*` chains. Rules never drift
+//! each time something changes: with nftables, one netlink transaction replaces Berth's own
+//! `table ip berth` (see [`crate::nftables`]); with iptables, `iptables-restore --noflush` rewrites the `BERTH-*` chains. Rules never drift
 //! from the state, and removing the last network removes the table/chains entirely.
 //!
 //! IPv6 networks get the same isolation, outbound NAT and DNAT in `table ip6 berth`
@@ -25,6 +25,7 @@ use std::net::IpAddr;
 use std::process::{Command, Stdio};
 
 use crate::error::{NetworkError, Result};
+use crate::ports::Proto;
 use crate::store::State;
 use crate::Network;
 
@@ -42,27 +43,19 @@ pub fn valid_table_name(name: &str) -> bool {
 /// Which tool programs the kernel's packet filter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FirewallBackend {
-    /// `nft` with Berth's own `table ip berth`.
+    /// nf_tables over netlink, with Berth's own `table ip berth`.
     Nftables,
     /// `iptables-restore` (iptables-nft or legacy, whichever `iptables` is) with `BERTH-*` chains.
     Iptables,
 }
 
 impl FirewallBackend {
-    /// `nft` when it can list the ruleset, else `iptables-restore` when it runs, else an error.
+    /// nftables when the kernel answers over netlink, else `iptables-restore` when `iptables`
+    /// runs, else an error.
     pub fn detect() -> Result<Self> {
-        let ok = |cmd: &str, args: &[&str]| {
-            Command::new(cmd)
-                .args(args)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false)
-        };
-        if ok("nft", &["list", "tables"]) {
+        if crate::nftables::available() {
             Ok(Self::Nftables)
-        } else if ok("iptables", &["-t", "nat", "-S", "POSTROUTING"]) {
+        } else if iptables_ok(Family::V4, &["-t", "nat", "-S", "POSTROUTING"]) {
             Ok(Self::Iptables)
         } else {
             Err(NetworkError::NoFirewall)
@@ -86,7 +79,7 @@ impl FirewallBackend {
     /// `<TABLE>-*`), so two engines (or parallel tests) in one namespace never share rules.
     pub fn apply_in(self, table: &str, state: &State) -> Result<()> {
         match self {
-            Self::Nftables => run_stdin(self, "nft", &["-f", "-"], &nft_ruleset_in(table, state)),
+            Self::Nftables => crate::nftables::apply(table, state),
             Self::Iptables => {
                 let prefix = table.to_ascii_uppercase();
                 apply_iptables(Family::V4, &prefix, state)?;
@@ -127,23 +120,19 @@ fn run_stdin(backend: FirewallBackend, cmd: &str, args: &[&str], input: &str) ->
     }
 }
 
-fn quote(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', ""))
-}
-
 /// A DNAT rule for one published port, in one address family.
-struct Dnat {
+pub(crate) struct Dnat {
     /// `None`: every local address of the family (but `::1`, see [`dnats`]).
-    host_ip: Option<IpAddr>,
-    host_port: u16,
-    proto: &'static str,
+    pub host_ip: Option<IpAddr>,
+    pub host_port: u16,
+    pub proto: Proto,
     target: IpAddr,
     container_port: u16,
 }
 
 impl Dnat {
-    /// `1.2.3.4:80` or `[fd00::2]:80`, as nft and iptables write a DNAT target.
-    fn to(&self) -> std::net::SocketAddr {
+    /// The container's address and port the traffic is translated to.
+    pub fn to(&self) -> std::net::SocketAddr {
         std::net::SocketAddr::new(self.target, self.container_port)
     }
 }
@@ -152,7 +141,7 @@ impl Dnat {
 /// container's address of the same family. IPv6 bindings of an endpoint without IPv6, and
 /// bindings on `::1`, have none: nftables cannot translate families, and the kernel does not
 /// route `::1` off the loopback device; the proxy serves those (see `crate::proxy`).
-fn dnats(state: &State, v6: bool) -> Vec<Dnat> {
+pub(crate) fn dnats(state: &State, v6: bool) -> Vec<Dnat> {
     let mut out = Vec::new();
     for net in state.networks.values() {
         for ep in net.endpoints.values() {
@@ -166,7 +155,7 @@ fn dnats(state: &State, v6: bool) -> Vec<Dnat> {
                 out.push(Dnat {
                     host_ip: (!b.host_ip.is_unspecified()).then_some(b.host_ip),
                     host_port: b.host_port,
-                    proto: b.proto.as_str(),
+                    proto: b.proto,
                     target,
                     container_port: b.container_port,
                 });
@@ -176,134 +165,9 @@ fn dnats(state: &State, v6: bool) -> Vec<Dnat> {
     out
 }
 
-/// The `publish` chain and the nat hooks jumping to it, for either family. Locally originated
-/// traffic to `::1` is left to the proxy's socket.
-fn nft_publish(state: &State, v6: bool) -> String {
-    let (family, output_filter) = if v6 {
-        ("ip6", "ip6 daddr != ::1 ")
-    } else {
-        ("ip", "")
-    };
-    let mut s = format!("  chain prerouting {{\n    type nat hook prerouting priority dstnat; policy accept;\n    fib daddr type local jump publish\n  }}\n  chain output {{\n    type nat hook output priority -100; policy accept;\n    {output_filter}fib daddr type local jump publish\n  }}\n  chain publish {{\n");
-    for d in dnats(state, v6) {
-        let daddr = d
-            .host_ip
-            .map(|ip| format!("{family} daddr {ip} "))
-            .unwrap_or_default();
-        s.push_str(&format!(
-            "    {daddr}{} dport {} dnat to {}\n",
-            d.proto,
-            d.host_port,
-            d.to()
-        ));
-    }
-    s.push_str("  }\n");
-    s
-}
-
-/// The complete nftables script for `state`: create-then-delete-then-define makes it idempotent
-/// and atomic (one transaction), and with no networks it only deletes the table.
-pub fn nft_ruleset(state: &State) -> String {
-    nft_ruleset_in(DEFAULT_TABLE, state)
-}
-
 /// Whether some network has IPv6 (and so needs the `ip6` rules).
 fn has_ipv6(state: &State) -> bool {
     state.networks.values().any(|n| n.ipv6().is_some())
-}
-
-/// The isolation rules of the `forward` chain, for either family: no forwarding between two
-/// Berth bridges; an internal network's traffic stays on its bridge.
-fn nft_isolation(state: &State) -> String {
-    let bridges: Vec<String> = state.networks.values().map(|n| quote(&n.bridge)).collect();
-    let mut s = String::from(
-        "  chain forward {\n    type filter hook forward priority filter; policy accept;\n",
-    );
-    for n in state.networks.values() {
-        let br = quote(&n.bridge);
-        let others: Vec<&String> = bridges.iter().filter(|b| **b != br).collect();
-        if !others.is_empty() {
-            let set = others
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(", ");
-            s.push_str(&format!("    iifname {br} oifname {{ {set} }} drop\n"));
-        }
-        if n.internal {
-            s.push_str(&format!("    iifname {br} oifname != {br} drop\n"));
-            s.push_str(&format!("    oifname {br} iifname != {br} drop\n"));
-        }
-    }
-    s.push_str("  }\n");
-    s
-}
-
-/// `table ip6 <table>`: isolation and outbound NAT of the IPv6 subnets (as Docker's default
-/// IPv6 gateway mode, `nat`); only deleted when no network has IPv6.
-fn nft_ruleset6(table: &str, state: &State) -> String {
-    let mut s = format!("table ip6 {table}\ndelete table ip6 {table}\n");
-    if !has_ipv6(state) {
-        return s;
-    }
-    s.push_str(&format!("table ip6 {table} {{\n"));
-    s.push_str(&nft_publish(state, true));
-    s.push_str(
-        "  chain postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n",
-    );
-    for n in state.networks.values() {
-        if let Some(pool) = n.ipv6() {
-            let br = quote(&n.bridge);
-            let subnet = pool.subnet;
-            // Hairpin: a container reaching a published port on the host's address.
-            s.push_str(&format!(
-                "    oifname {br} ip6 saddr {subnet} ct status dnat masquerade\n"
-            ));
-            if !n.internal {
-                s.push_str(&format!(
-                    "    ip6 saddr {subnet} oifname != {br} masquerade\n"
-                ));
-            }
-        }
-    }
-    s.push_str("  }\n");
-    s.push_str(&nft_isolation(state));
-    s.push_str("}\n");
-    s
-}
-
-/// [`nft_ruleset`] for table `ip <table>` (and `ip6 <table>`).
-pub fn nft_ruleset_in(table: &str, state: &State) -> String {
-    let mut s = nft_ruleset6(table, state);
-    s.push_str(&format!("table ip {table}\ndelete table ip {table}\n"));
-    if state.networks.is_empty() {
-        return s;
-    }
-    s.push_str(&format!("table ip {table} {{\n"));
-    s.push_str(&nft_publish(state, false));
-    s.push_str(
-        "  chain postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n",
-    );
-    for n in state.networks.values() {
-        let br = quote(&n.bridge);
-        let Some(pool) = n.ipv4() else { continue };
-        let subnet = pool.subnet;
-        s.push_str(&format!(
-            "    oifname {br} ip saddr 127.0.0.0/8 masquerade\n"
-        ));
-        s.push_str(&format!(
-            "    oifname {br} ip saddr {subnet} ct status dnat masquerade\n"
-        ));
-        if !n.internal {
-            s.push_str(&format!(
-                "    ip saddr {subnet} oifname != {br} masquerade\n"
-            ));
-        }
-    }
-    s.push_str("  }\n");
-    s.push_str(&nft_isolation(state));
-    s.push_str("}\n");
-    s
 }
 
 const IPT_CHAINS: [(&str, &str, &str); 4] = [
@@ -362,7 +226,7 @@ fn push_ipt_dnats(nat: &mut String, state: &State, v6: bool) {
             "-A BERTH-PUBLISH {daddr}-p {p} -m {p} --dport {} -j DNAT --to-destination {}\n",
             d.host_port,
             d.to(),
-            p = d.proto
+            p = d.proto.as_str()
         ));
     }
 }
@@ -504,7 +368,8 @@ fn apply_iptables(family: Family, prefix: &str, state: &State) -> Result<()> {
 mod tests {
     use super::*;
     use crate::ipam::IpamConfig;
-    use crate::ports::{PortBinding, Proto};
+    use crate::nftables::rules::{tables, Family};
+    use crate::ports::PortBinding;
     use crate::store::{Endpoint, Network};
 
     fn network(name: &str, subnets: &[&str], internal: bool) -> Network {
@@ -537,21 +402,17 @@ mod tests {
     #[test]
     fn ipv6_networks_get_isolation_and_nat_in_their_own_table() {
         let v4_only = state(vec![network("a", &["10.1.0.0/24"], false)]);
-        let script = nft_ruleset_in("t", &v4_only);
-        assert!(
-            script.starts_with("table ip6 t\ndelete table ip6 t\ntable ip t\n"),
-            "{script}"
-        );
-        assert!(!script.contains("table ip6 t {"), "{script}");
+        let [v6, v4] = tables("t", &v4_only);
+        assert_eq!((v6.family, v4.family), (Family::Ip6, Family::Ip));
+        assert!(v6.chains.is_none(), "{v6}");
+        assert!(v4.chains.is_some(), "{v4}");
 
         let mixed = state(vec![
             network("a", &["10.1.0.0/24"], false),
             network("b", &["10.2.0.0/24", "fd00:2::/64"], false),
             network("c", &["10.3.0.0/24", "fd00:3::/64"], true),
         ]);
-        let script = nft_ruleset_in("t", &mixed);
-        let v6 = &script[script.find("table ip6 t {").expect("ip6 table")..];
-        let v6 = &v6[..v6.find("table ip t").expect("then the ip table")];
+        let v6 = tables("t", &mixed)[0].to_string();
         assert!(
             v6.contains("ip6 saddr fd00:2::/64 oifname != \"br-b\" masquerade"),
             "{v6}"
@@ -565,10 +426,10 @@ mod tests {
             v6.contains("iifname \"br-c\" oifname != \"br-c\" drop"),
             "{v6}"
         );
-        assert!(
-            v6.contains("iifname \"br-b\" oifname { \"br-a\", \"br-c\" } drop"),
-            "{v6}"
-        );
+        for other in ["br-a", "br-c"] {
+            let rule = format!("iifname \"br-b\" oifname \"{other}\" drop");
+            assert!(v6.contains(&rule), "{v6}");
+        }
 
         let rules = ip6tables_rules_in("T", &mixed);
         assert!(
@@ -635,9 +496,7 @@ mod tests {
             ),
         );
         let st = state(vec![dual, v4]);
-        let script = nft_ruleset_in("t", &st);
-        let v6 = &script[script.find("table ip6 t {").expect("ip6 table")..];
-        let (v6, v4) = v6.split_at(v6.find("table ip t").expect("then the ip table"));
+        let [v6, v4] = tables("t", &st).map(|t| t.to_string());
         for want in [
             "tcp dport 8080 dnat to 10.2.0.2:80",
             "tcp dport 9090 dnat to 10.1.0.2:90",
@@ -647,7 +506,7 @@ mod tests {
         assert!(!v4.contains('['), "no IPv6 in the ip table: {v4}");
         for want in [
             "ip6 daddr != ::1 fib daddr type local jump publish",
-            "    tcp dport 8080 dnat to [fd00:2::2]:80",
+            "\ttcp dport 8080 dnat to [fd00:2::2]:80",
             "ip6 daddr fd55::5 udp dport 8082 dnat to [fd00:2::2]:82",
             "oifname \"br-d\" ip6 saddr fd00:2::/64 ct status dnat masquerade",
         ] {

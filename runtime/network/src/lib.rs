@@ -6,8 +6,8 @@
 //!   ([`NetworkManager::publish`]) and an embedded DNS server per user-defined network.
 //! - [`NetworkStore`]: the persisted JSON state, written atomically.
 //! - [`firewall`]: outbound NAT, isolation and DNAT, as one atomically replaced nftables table
-//!   (`table ip berth`, and `table ip6 berth` with IPv6 networks) or, without `nft`, `BERTH-*`
-//!   iptables chains.
+//!   (`table ip berth`, and `table ip6 berth` with IPv6 networks) programmed over netlink
+//!   ([`nftables`]) or, on kernels without nf_tables, `BERTH-*` iptables chains.
 //! - `proxy`: the IPv6 side of published ports where DNAT cannot take it (`[::1]`, containers
 //!   without IPv6), relayed in userland.
 //! - [`files`]: a container's `/etc/hosts`, `/etc/resolv.conf` and `/etc/hostname`.
@@ -24,6 +24,7 @@ pub mod ipam;
 mod manager;
 pub mod netlink;
 pub mod netns;
+pub mod nftables;
 pub mod ports;
 mod proxy;
 pub mod store;

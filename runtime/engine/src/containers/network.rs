@@ -51,8 +51,8 @@ pub struct NetworkConfig {
     pub dns_upstreams: Option<Vec<String>>,
     /// MTU of the default network (`--mtu`); `None`: see `berth_network::DEFAULT_MTU`.
     pub mtu: Option<u32>,
-    /// The packet filter's tool; `None`: detected at start (which runs `nft`, then
-    /// `iptables`: worth skipping where the answer is known, as in the VM).
+    /// The packet filter's backend; `None`: detected at start (an nf_tables probe over
+    /// netlink, then `iptables`), which can be skipped where the answer is known, as in the VM.
     pub firewall: Option<berth_network::FirewallBackend>,
 }
 
@@ -538,7 +538,7 @@ impl ContainerService {
         let t = std::time::Instant::now();
         let (gen, published) = self.net_setup(id, dir, record)?;
         let setup = t.elapsed();
-        // The DNAT rules (an `nft` run) go in while the monitor creates the container, which
+        // The DNAT rules (a netlink transaction) go in while the monitor creates the container, which
         // cannot take traffic before it starts anyway.
         let (result, firewall) = std::thread::scope(|s| {
             let fw = published.then(|| {

@@ -1,0 +1,169 @@
+//! The nftables tables Berth programs over netlink, read back with `nft`: every rule the
+//! engine means must be listed by nft exactly as Berth writes it, so each match and action
+//! was encoded as the expression nft itself would have sent.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use berth_network::nftables::{self, rules::tables};
+use berth_network::{Endpoint, IpamConfig, Network, PortBinding, Proto, State};
+use common::Ns;
+
+fn network(name: &str, subnets: &[&str], internal: bool) -> Network {
+    Network {
+        id: format!("{name}-id"),
+        name: name.into(),
+        driver: "bridge".into(),
+        bridge: format!("br-{name}"),
+        ipam: subnets
+            .iter()
+            .map(|s| IpamConfig::new(name, s.parse().expect("subnet"), None, None))
+            .collect::<Result<_, _>>()
+            .expect("ipam"),
+        enable_ipv6: subnets.iter().any(|s| s.contains(':')),
+        internal,
+        dns: true,
+        labels: BTreeMap::new(),
+        options: BTreeMap::new(),
+        created: 0,
+        endpoints: BTreeMap::new(),
+    }
+}
+
+fn endpoint(id: &str, addrs: &[&str], ports: &[(&str, u16, u16, Proto)]) -> Endpoint {
+    Endpoint {
+        id: format!("{id}-ep"),
+        network_id: String::new(),
+        container_id: id.into(),
+        container_name: None,
+        aliases: Vec::new(),
+        addresses: addrs.iter().map(|a| a.parse().expect("addr")).collect(),
+        gateways: Vec::new(),
+        mac: String::new(),
+        host_veth: format!("vb{id}"),
+        ifname: "eth0".into(),
+        ports: ports
+            .iter()
+            .map(|(ip, h, c, proto)| PortBinding {
+                host_ip: ip.parse().expect("ip"),
+                host_port: *h,
+                container_port: *c,
+                proto: *proto,
+            })
+            .collect(),
+    }
+}
+
+/// Three networks (IPv4 only, dual stack, internal dual stack) with ports of every kind.
+fn sample_state() -> State {
+    let mut v4 = network("a", &["10.1.0.0/24"], false);
+    v4.endpoints.insert(
+        "c4".into(),
+        endpoint(
+            "c4",
+            &["10.1.0.2/24"],
+            &[
+                ("0.0.0.0", 9090, 90, Proto::Tcp),
+                ("192.0.2.10", 9091, 91, Proto::Udp),
+            ],
+        ),
+    );
+    let mut dual = network("b", &["10.2.0.0/16", "fd00:2::/64"], false);
+    dual.endpoints.insert(
+        "c6".into(),
+        endpoint(
+            "c6",
+            &["10.2.0.2/16", "fd00:2::2/64"],
+            &[
+                ("::", 8080, 80, Proto::Tcp),
+                ("2001:db8::1", 8082, 82, Proto::Udp),
+            ],
+        ),
+    );
+    let internal = network("c", &["10.3.0.0/24", "fd00:3::/64"], true);
+    State {
+        networks: [v4, dual, internal]
+            .into_iter()
+            .map(|n| (n.id.clone(), n))
+            .collect(),
+    }
+}
+
+/// The rule lines of `nft list table <family> <name>`, trimmed.
+fn listed_rules(ns: &Ns, family: &str, name: &str) -> Vec<String> {
+    ns.exec(&["nft", "list", "table", family, name])
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            !l.is_empty()
+                && !l.starts_with("table ")
+                && !l.starts_with("chain ")
+                && !l.starts_with("type ")
+                && *l != "}"
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Asserts that nft lists exactly the rules of `state`, in order, in both tables.
+fn assert_listed(ns: &Ns, table: &str, state: &State) {
+    for t in tables(table, state) {
+        let family = t.family.name();
+        let chains = t.chains.expect("both families are present");
+        let want: Vec<String> = chains
+            .iter()
+            .flat_map(|c| c.rules.iter().map(ToString::to_string))
+            .collect();
+        assert!(want.len() > 8, "the sample exercises many rules: {want:?}");
+        assert_eq!(listed_rules(ns, family, table), want, "table {family}");
+    }
+}
+
+#[test]
+fn nft_lists_every_rule_as_berth_writes_it() {
+    if !common::can_run() {
+        eprintln!("skipped: needs root, ip and nft");
+        return;
+    }
+    let ns = Ns::new("nftlist");
+    let state = sample_state();
+    ns.run(|| nftables::apply("tlist", &state))
+        .expect("apply the sample state");
+    assert_listed(&ns, "tlist", &state);
+
+    // Applying again replaces the tables instead of adding to them.
+    ns.run(|| nftables::apply("tlist", &state))
+        .expect("apply again");
+    assert_listed(&ns, "tlist", &state);
+
+    // No networks: both tables are gone.
+    ns.run(|| nftables::apply("tlist", &State::default()))
+        .expect("apply the empty state");
+    let listed = ns.exec(&["nft", "list", "tables"]);
+    assert!(!listed.contains("tlist"), "{listed}");
+}
+
+#[test]
+fn an_interface_name_too_long_is_refused_and_the_rules_stay() {
+    if !common::can_run() {
+        eprintln!("skipped: needs root, ip and nft");
+        return;
+    }
+    let ns = Ns::new("nftlong");
+    let state = sample_state();
+    ns.run(|| nftables::apply("tlong", &state)).expect("apply");
+    let before = ns.exec(&["nft", "list", "ruleset"]);
+
+    let mut bad = sample_state();
+    let mut long = network("d", &["10.4.0.0/24"], false);
+    long.bridge = "br-0123456789abc".into();
+    bad.networks.insert(long.id.clone(), long);
+    let err = ns
+        .run(|| nftables::apply("tlong", &bad))
+        .expect_err("a 16-byte interface name");
+    let msg = err.to_string();
+    assert!(msg.contains("\"br-0123456789abc\""), "{msg}");
+    assert!(msg.contains("longer than 15 bytes"), "{msg}");
+    assert_eq!(ns.exec(&["nft", "list", "ruleset"]), before);
+}
