@@ -389,13 +389,21 @@ fn long_running_stop_kill_pause_remove() {
         Err(ContainerError::AlreadyRunning(_))
     ));
 
-    let top = env.svc().top(&id).expect("top");
-    assert!(
-        top.processes
+    // `start` returns once the container's init is told to exec, as runc's does; until the
+    // exec, top shows the init still as the monitor's fork.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let top = env.svc().top(&id).expect("top");
+        let shown = top
+            .processes
             .iter()
-            .any(|p| p.last().is_some_and(|c| c.contains("sleep 60"))),
-        "{top:?}"
-    );
+            .any(|p| p.last().is_some_and(|c| c.contains("sleep 60")));
+        if shown {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{top:?}");
+        std::thread::yield_now();
+    }
     let stats = env.svc().stats(&id).expect("stats");
     assert!(stats.memory.is_some() || stats.pids.is_some());
 
