@@ -1,5 +1,5 @@
-//! Debian packages: the kernel and the userland the engine runs in the guest (`nft` and the
-//! libraries it links, busybox), for the guest's architecture, which need not be the host's.
+//! Debian packages: the kernel and busybox the guest runs, for the guest's architecture, which
+//! need not be the host's.
 //! apt runs with its own sources list and state in the cache (the host's apt setup is neither
 //! used nor touched) and checks the archive's signatures against Debian's keyring as always;
 //! packages are unpacked with `dpkg-deb`.
@@ -244,51 +244,4 @@ pub fn fetch_busybox(apt: &Apt, cache: &Path) -> Result<PathBuf, GuestImageError
     let result = std::fs::rename(&unpacked, &busybox).map_err(io("unpacking", &unpacked));
     let _ = std::fs::remove_dir_all(&tree);
     result.map(|()| busybox)
-}
-
-/// The packages the guest's userland is made of: `nft` (the engine programs the guest's
-/// packet filter with it, as on a host) and everything it depends on, as apt resolves it.
-pub const USERLAND_ROOTS: &[&str] = &["nftables"];
-
-/// Downloads [`USERLAND_ROOTS`] and their dependencies (not recommends);
-/// `$BERTH_USERLAND_DEBS` (a directory of `.deb` files) is used instead when set. Sorted, so
-/// the image digest does not depend on directory order.
-pub fn fetch_userland_debs(apt: &Apt) -> Result<Vec<PathBuf>, GuestImageError> {
-    if let Some(dir) = std::env::var_os("BERTH_USERLAND_DEBS") {
-        let dir = PathBuf::from(dir);
-        let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .map_err(io("listing", &dir))?
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|e| e == "deb"))
-            .collect();
-        found.sort();
-        return Ok(found);
-    }
-    let mut cmd = apt.command("apt-cache");
-    cmd.args([
-        "depends",
-        "--recurse",
-        "--no-recommends",
-        "--no-suggests",
-        "--no-conflicts",
-        "--no-breaks",
-        "--no-replaces",
-        "--no-enhances",
-    ]);
-    cmd.args(USERLAND_ROOTS);
-    let listing = run(&mut cmd)?;
-    let mut packages: Vec<&str> = listing
-        .lines()
-        // Package names start a line; their relations are indented; virtual ones are <named>.
-        .filter(|l| !l.starts_with(' ') && !l.starts_with('<') && !l.is_empty())
-        // apt-cache qualifies packages of a foreign architecture (`libc6:arm64`).
-        .map(|l| l.split(':').next().unwrap_or(l))
-        .collect();
-    packages.sort_unstable();
-    packages.dedup();
-    packages
-        .into_iter()
-        .map(|package| apt.download(package))
-        .collect()
 }

@@ -5,9 +5,7 @@
 //! - `initrd.img`: an uncompressed newc cpio (the kernel unpacks it faster
 //!   than a compressed one under emulation) holding `/init` (the agent),
 //!   `/bin/berth-monitor` (a link to it), a static busybox (networking and
-//!   `mke2fs`), `/usr/sbin/nft` with the shared libraries it loads, from its Debian
-//!   packages (the engine's bridge networking programs nftables with it), and
-//!   the kernel modules the guest needs with their dependencies, listed in
+//!   `mke2fs`), and the kernel modules the guest needs with their dependencies, listed in
 //!   load order in `/lib/modules/berth.list`.
 //!
 //! Artefacts are cached under `<cache>/guest-image/<digest>/`, where the
@@ -19,7 +17,6 @@
 
 mod cpio;
 mod deb;
-mod elf_deps;
 mod modules;
 
 use std::path::{Path, PathBuf};
@@ -29,7 +26,7 @@ use sha2::{Digest, Sha256};
 pub use modules::{resolve_groups, ModuleGroup, GROUPS};
 
 /// Bumped whenever the archive layout changes.
-const FORMAT: &str = "berth-guest-image/9";
+const FORMAT: &str = "berth-guest-image/10";
 
 #[derive(Debug, thiserror::Error)]
 pub enum GuestImageError {
@@ -44,10 +41,6 @@ pub enum GuestImageError {
     Command { command: String, detail: String },
     #[error("the kernel package has no {0}")]
     KernelLayout(String),
-    #[error("reading ELF file {path}: {detail}")]
-    Elf { path: PathBuf, detail: String },
-    #[error("library {library}, needed by {needed_by}, is in none of the userland packages")]
-    MissingLibrary { library: String, needed_by: String },
     #[error("kernel module {0} is not in modules.dep")]
     MissingModule(String),
     #[error("{what} {path} does not exist{hint}")]
@@ -77,8 +70,6 @@ pub struct Inputs {
     pub agent: PathBuf,
     /// A static busybox.
     pub busybox: PathBuf,
-    /// The userland packages (see [`deb::fetch_userland_debs`]).
-    pub userland_debs: Vec<PathBuf>,
 }
 
 /// Built artefacts.
@@ -99,7 +90,7 @@ impl GuestImage {
     }
 }
 
-pub use deb::{fetch_busybox, fetch_kernel_deb, fetch_userland_debs, Apt, SUITE, USERLAND_ROOTS};
+pub use deb::{fetch_busybox, fetch_kernel_deb, Apt, SUITE};
 
 fn digest_inputs(inputs: &Inputs) -> Result<String> {
     let mut h = Sha256::new();
@@ -117,11 +108,7 @@ fn digest_inputs(inputs: &Inputs) -> Result<String> {
         ("the agent binary", &inputs.agent),
         ("busybox", &inputs.busybox),
     ];
-    let userland = inputs
-        .userland_debs
-        .iter()
-        .map(|p| ("a userland package", p));
-    for (what, path) in fixed.into_iter().chain(userland) {
+    for (what, path) in fixed {
         let bytes = std::fs::read(path).map_err(|source| {
             if source.kind() == std::io::ErrorKind::NotFound {
                 GuestImageError::MissingInput {
@@ -161,9 +148,8 @@ pub fn build(inputs: &Inputs, cache: &Path) -> Result<GuestImage> {
         return Err(e);
     }
     // Publish atomically; a concurrent builder may have won the race.
-    // Only the artefacts are kept: the unpacked packages go.
+    // Only the artefacts are kept: the unpacked package goes.
     let _ = std::fs::remove_dir_all(work.join("tree"));
-    let _ = std::fs::remove_dir_all(work.join("userland"));
     match std::fs::rename(&work, &dir) {
         Ok(()) => {}
         Err(_) if image.kernel.is_file() && image.initrd.is_file() => {
@@ -225,7 +211,6 @@ fn build_into(inputs: &Inputs, work: &Path) -> Result<()> {
         }
     }
     archive.file("lib/modules/berth.list", 0o644, list.into_bytes());
-    add_userland(&mut archive, &inputs.userland_debs, &work.join("userland"))?;
     let initrd = work.join("initrd.img");
     std::fs::write(&initrd, archive.finish()).map_err(io("writing", &initrd))?;
     Ok(())
@@ -245,63 +230,6 @@ fn install_kernel(packaged: &Path, dest: &Path) -> Result<()> {
         bytes
     };
     std::fs::write(dest, kernel).map_err(io("writing", dest))
-}
-
-/// Where `nft` is, in its package and in the image.
-const NFT: &str = "usr/sbin/nft";
-
-/// Adds `nft` and every shared library of `debs` (the top level of the multiarch library
-/// directories and `/lib64`, where the loader is) to the archive. Other files of the packages
-/// (documentation, locales, gconv modules) stay out.
-fn add_userland(archive: &mut cpio::Archive, debs: &[PathBuf], tree: &Path) -> Result<()> {
-    if debs.is_empty() {
-        return Ok(());
-    }
-    std::fs::create_dir_all(tree).map_err(io("creating", tree))?;
-    for deb in debs {
-        deb::extract(deb, tree)?;
-    }
-    let nft = tree.join(NFT);
-    if !nft.is_file() {
-        return Err(GuestImageError::MissingInput {
-            what: "nft in the userland packages",
-            path: nft,
-            hint: " (is nftables among them?)",
-        });
-    }
-    archive.parents(NFT);
-    archive.file_from(NFT, 0o755, &nft)?;
-    // The multiarch directories first, as the loader searches them.
-    let mut library_dirs = Vec::new();
-    for base in ["lib", "usr/lib"] {
-        let Ok(entries) = std::fs::read_dir(tree.join(base)) else {
-            continue;
-        };
-        for entry in entries.filter_map(std::result::Result::ok) {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.ends_with("-linux-gnu") && entry.path().is_dir() {
-                library_dirs.push(format!("{base}/{name}"));
-            }
-        }
-    }
-    library_dirs.sort();
-    library_dirs.extend([
-        "lib64".to_string(),
-        "lib".to_string(),
-        "usr/lib".to_string(),
-    ]);
-    for rel in elf_deps::runtime_files(tree, NFT, &library_dirs)? {
-        let path = tree.join(&rel);
-        let meta = std::fs::symlink_metadata(&path).map_err(io("reading", &path))?;
-        archive.parents(&rel);
-        if meta.file_type().is_symlink() {
-            let target = std::fs::read_link(&path).map_err(io("reading", &path))?;
-            archive.symlink(&rel, &target.to_string_lossy());
-        } else {
-            archive.file_from(&rel, 0o755, &path)?;
-        }
-    }
-    Ok(())
 }
 
 /// Creates a sparse raw disk of `gib` GiB at `path` (left alone if it exists,
@@ -335,7 +263,6 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         let inputs = Inputs {
             kernel_deb: tmp.path().join("absent.deb"),
-            userland_debs: Vec::new(),
             agent: tmp.path().join("agent"),
             busybox: tmp.path().join("busybox"),
         };

@@ -164,8 +164,6 @@ pub fn build(arch: GuestArch) -> Result<GuestImage> {
             .context("getting the kernel package")?,
         agent: find_agent(arch)?,
         busybox,
-        userland_debs: berth_guest_image::fetch_userland_debs(&apt)
-            .context("getting the guest's userland packages (nftables)")?,
     };
     berth_guest_image::build(&inputs, &cache).context("building the guest image")
 }
