@@ -68,19 +68,33 @@ impl FirewallBackend {
             Self::Iptables => "iptables",
         }
     }
+}
 
-    /// Makes the kernel's rules match `state` (removing everything when it has no networks),
-    /// in the default table `berth` (chains `BERTH-*`).
-    pub fn apply(self, state: &State) -> Result<()> {
-        self.apply_in(DEFAULT_TABLE, state)
+/// The packet filter as one network manager programs it.
+pub(crate) struct Firewall {
+    backend: FirewallBackend,
+    nftables: crate::nftables::Nftables,
+}
+
+impl Firewall {
+    pub fn new(backend: FirewallBackend) -> Self {
+        Self {
+            backend,
+            nftables: crate::nftables::Nftables::new(),
+        }
     }
 
-    /// Like [`apply`](Self::apply), in nftables table `ip <table>` (iptables chains
-    /// `<TABLE>-*`), so two engines (or parallel tests) in one namespace never share rules.
-    pub fn apply_in(self, table: &str, state: &State) -> Result<()> {
-        match self {
-            Self::Nftables => crate::nftables::apply(table, state),
-            Self::Iptables => {
+    pub fn backend(&self) -> FirewallBackend {
+        self.backend
+    }
+
+    /// Makes the kernel's rules match `state` (removing everything when it has no networks)
+    /// in nftables table `ip <table>` (iptables chains `<TABLE>-*`), so two engines (or
+    /// parallel tests) in one namespace never share rules.
+    pub fn apply_in(&self, table: &str, state: &State) -> Result<()> {
+        match self.backend {
+            FirewallBackend::Nftables => self.nftables.apply(table, state),
+            FirewallBackend::Iptables => {
                 let prefix = table.to_ascii_uppercase();
                 apply_iptables(Family::V4, &prefix, state)?;
                 apply_iptables(Family::V6, &prefix, state)

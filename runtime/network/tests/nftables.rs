@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use berth_network::nftables::{self, rules::tables};
+use berth_network::nftables::{rules::tables, Nftables};
 use berth_network::{Endpoint, IpamConfig, Network, PortBinding, Proto, State};
 use common::Ns;
 
@@ -128,17 +128,18 @@ fn nft_lists_every_rule_as_berth_writes_it() {
     }
     let ns = Ns::new("nftlist");
     let state = sample_state();
-    ns.run(|| nftables::apply("tlist", &state))
+    // One instance: its socket, kept open, serves every change.
+    let nft = Nftables::new();
+    ns.run(|| nft.apply("tlist", &state))
         .expect("apply the sample state");
     assert_listed(&ns, "tlist", &state);
 
     // Applying again replaces the tables instead of adding to them.
-    ns.run(|| nftables::apply("tlist", &state))
-        .expect("apply again");
+    ns.run(|| nft.apply("tlist", &state)).expect("apply again");
     assert_listed(&ns, "tlist", &state);
 
     // No networks: both tables are gone.
-    ns.run(|| nftables::apply("tlist", &State::default()))
+    ns.run(|| nft.apply("tlist", &State::default()))
         .expect("apply the empty state");
     let listed = ns.exec(&["nft", "list", "tables"]);
     assert!(!listed.contains("tlist"), "{listed}");
@@ -152,7 +153,8 @@ fn an_interface_name_too_long_is_refused_and_the_rules_stay() {
     }
     let ns = Ns::new("nftlong");
     let state = sample_state();
-    ns.run(|| nftables::apply("tlong", &state)).expect("apply");
+    ns.run(|| Nftables::new().apply("tlong", &state))
+        .expect("apply");
     let before = ns.exec(&["nft", "list", "ruleset"]);
 
     let mut bad = sample_state();
@@ -160,10 +162,30 @@ fn an_interface_name_too_long_is_refused_and_the_rules_stay() {
     long.bridge = "br-0123456789abc".into();
     bad.networks.insert(long.id.clone(), long);
     let err = ns
-        .run(|| nftables::apply("tlong", &bad))
+        .run(|| Nftables::new().apply("tlong", &bad))
         .expect_err("a 16-byte interface name");
     let msg = err.to_string();
     assert!(msg.contains("\"br-0123456789abc\""), "{msg}");
     assert!(msg.contains("longer than 15 bytes"), "{msg}");
     assert_eq!(ns.exec(&["nft", "list", "ruleset"]), before);
+}
+
+#[test]
+fn one_instance_programs_the_namespace_of_each_caller() {
+    if !common::can_run() {
+        eprintln!("skipped: needs root, ip and nft");
+        return;
+    }
+    let (first, second) = (Ns::new("nftone"), Ns::new("nfttwo"));
+    let state = sample_state();
+    let nft = Nftables::new();
+    first.run(|| nft.apply("tboth", &state)).expect("first");
+    second.run(|| nft.apply("tboth", &state)).expect("second");
+    assert_listed(&first, "tboth", &state);
+    assert_listed(&second, "tboth", &state);
+    first
+        .run(|| nft.apply("tboth", &State::default()))
+        .expect("emptied");
+    assert!(!first.exec(&["nft", "list", "tables"]).contains("tboth"));
+    assert_listed(&second, "tboth", &state);
 }

@@ -8,6 +8,11 @@ mod encode;
 pub mod rules;
 mod wire;
 
+use std::os::unix::fs::MetadataExt;
+use std::sync::{Mutex, PoisonError};
+
+use netlink_sys::Socket;
+
 use crate::error::{NetworkError, Result};
 use crate::store::State;
 use rules::Table;
@@ -31,18 +36,51 @@ pub fn available() -> bool {
     wire::nf_tables_answers()
 }
 
-/// Makes tables `ip <name>` and `ip6 <name>` hold exactly the rules for `state`, in one
-/// transaction (and removes them when `state` needs none).
-pub fn apply(name: &str, state: &State) -> Result<()> {
-    let fail = |detail: String| NetworkError::Firewall {
-        backend: "nftables",
-        detail,
-    };
-    let mut batch = Batch::new();
-    for table in rules::tables(name, state) {
-        add_table(&mut batch, &table).map_err(|e| fail(e.to_string()))?;
+/// Programs Berth's tables over a netlink socket kept open between changes: closing one
+/// right after a transaction that deleted a table waits for the kernel to free it (an RCU
+/// grace period, ~25 ms of every boot under emulation). A socket talks to the network
+/// namespace it was made in, so a call from another namespace gets a new one.
+#[derive(Default)]
+pub struct Nftables {
+    socket: Mutex<Option<(NetnsId, Socket)>>,
+}
+
+/// A network namespace's identity: the device and inode of its nsfs file.
+type NetnsId = (u64, u64);
+
+fn calling_thread_netns() -> std::io::Result<NetnsId> {
+    let meta = std::fs::metadata("/proc/thread-self/ns/net")?;
+    Ok((meta.dev(), meta.ino()))
+}
+
+impl Nftables {
+    pub fn new() -> Self {
+        Self::default()
     }
-    batch.commit().map_err(|e| fail(e.to_string()))
+
+    /// Makes tables `ip <name>` and `ip6 <name>` of the calling thread's network namespace
+    /// hold exactly the rules for `state`, in one transaction (and removes them when
+    /// `state` needs none).
+    pub fn apply(&self, name: &str, state: &State) -> Result<()> {
+        let fail = |detail: String| NetworkError::Firewall {
+            backend: "nftables",
+            detail,
+        };
+        let mut batch = Batch::new();
+        for table in rules::tables(name, state) {
+            add_table(&mut batch, &table).map_err(|e| fail(e.to_string()))?;
+        }
+        let netns = calling_thread_netns()
+            .map_err(|e| fail(format!("reading the thread's network namespace: {e}")))?;
+        let mut cached = self.socket.lock().unwrap_or_else(PoisonError::into_inner);
+        let socket = match cached.take() {
+            Some((id, socket)) if id == netns => socket,
+            _ => wire::open().map_err(|e| fail(format!("nfnetlink socket: {e}")))?,
+        };
+        let result = batch.commit(&socket).map_err(|e| fail(e.to_string()));
+        *cached = Some((netns, socket));
+        result
+    }
 }
 
 fn add_table(batch: &mut Batch, table: &Table) -> std::result::Result<(), encode::NameTooLong> {

@@ -131,18 +131,19 @@ impl Batch {
         self.seq
     }
 
-    /// Sends the batch and checks the kernel's verdict on every message.
-    pub fn commit(mut self) -> Result<(), CommitError> {
+    /// Sends the batch on `socket` and checks the kernel's verdict on every message.
+    pub fn commit(mut self, socket: &Socket) -> Result<(), CommitError> {
         self.frame(
             libc::NFNL_MSG_BATCH_END as u16,
             NLM_F_REQUEST,
             libc::AF_UNSPEC as u8,
             &Attrs::new(),
         );
-        let socket = open().map_err(CommitError::Socket)?;
+        // Whatever an earlier, failed exchange left queued is not this batch's answer.
+        drain(socket).map_err(CommitError::Socket)?;
         socket.send(&self.buf, 0).map_err(CommitError::Socket)?;
         // The kernel handles the whole batch inside `send`, so its answers are queued by now.
-        let answers = drain(&socket).map_err(CommitError::Socket)?;
+        let answers = drain(socket).map_err(CommitError::Socket)?;
         let mut acked = 0;
         for (seq, errno) in answers {
             if errno == 0 {
@@ -185,7 +186,8 @@ pub enum CommitError {
     Unanswered { acked: usize, sent: usize },
 }
 
-fn open() -> io::Result<Socket> {
+/// A socket to nfnetlink in the calling thread's network namespace.
+pub fn open() -> io::Result<Socket> {
     let mut socket = Socket::new(NETLINK_NETFILTER)?;
     socket.bind_auto()?;
     socket.connect(&SocketAddr::new(0, 0))?;
@@ -293,7 +295,8 @@ mod tests {
                 &rule,
                 "a rule in chain missing",
             );
-            let err = batch.commit().expect_err("no such chain");
+            let socket = open().expect("nfnetlink socket");
+            let err = batch.commit(&socket).expect_err("no such chain");
             assert!(
                 matches!(&err, CommitError::Refused { what, source }
                     if what == "a rule in chain missing"
