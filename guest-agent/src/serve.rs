@@ -187,6 +187,7 @@ async fn serve(
             eprintln!("berth-agent: {failed} later modules failed to load");
         }
     }
+    let modules_ms = uptime_ms();
     let info = DaemonInfo {
         id: berth_api::system::engine_id(&data_root)
             .with_context(|| format!("writing the engine id in {}", data_root.display()))?,
@@ -211,6 +212,7 @@ async fn serve(
         let _ = tokio::task::spawn_blocking(dhcp::wait_for_first_lease).await;
     }
     let state = Arc::new(ApiState::new(images, info)?);
+    let engine_ms = uptime_ms();
 
     let bind = |port| {
         VsockListener::bind(VsockAddr::new(VMADDR_CID_ANY, port))
@@ -223,11 +225,14 @@ async fn serve(
     let ready_ms = uptime_ms();
     // Where the time to ready went (guest uptime), to see what varies between boots.
     eprintln!(
-        "berth-agent {}: API on vsock port {API_PORT} ({} ms after boot; image store open at {}, hello at {})",
+        "berth-agent {}: API on vsock port {API_PORT} ({} ms after boot; image store open at {}, \
+         hello at {}, later modules at {}, engine at {})",
         env!("CARGO_PKG_VERSION"),
         ready_ms.unwrap_or(0),
         opened_ms.unwrap_or(0),
         hello_ms.unwrap_or(0),
+        modules_ms.unwrap_or(0),
+        engine_ms.unwrap_or(0),
     );
 
     if options.in_vm {
