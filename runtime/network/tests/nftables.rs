@@ -4,56 +4,10 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-
 use berth_network::nftables::{rules::tables, Nftables};
-use berth_network::{Endpoint, IpamConfig, Network, PortBinding, Proto, State};
+use berth_network::{Proto, State};
+use common::fixtures::{endpoint, network, state};
 use common::Ns;
-
-fn network(name: &str, subnets: &[&str], internal: bool) -> Network {
-    Network {
-        id: format!("{name}-id"),
-        name: name.into(),
-        driver: "bridge".into(),
-        bridge: format!("br-{name}"),
-        ipam: subnets
-            .iter()
-            .map(|s| IpamConfig::new(name, s.parse().expect("subnet"), None, None))
-            .collect::<Result<_, _>>()
-            .expect("ipam"),
-        enable_ipv6: subnets.iter().any(|s| s.contains(':')),
-        internal,
-        dns: true,
-        labels: BTreeMap::new(),
-        options: BTreeMap::new(),
-        created: 0,
-        endpoints: BTreeMap::new(),
-    }
-}
-
-fn endpoint(id: &str, addrs: &[&str], ports: &[(&str, u16, u16, Proto)]) -> Endpoint {
-    Endpoint {
-        id: format!("{id}-ep"),
-        network_id: String::new(),
-        container_id: id.into(),
-        container_name: None,
-        aliases: Vec::new(),
-        addresses: addrs.iter().map(|a| a.parse().expect("addr")).collect(),
-        gateways: Vec::new(),
-        mac: String::new(),
-        host_veth: format!("vb{id}"),
-        ifname: "eth0".into(),
-        ports: ports
-            .iter()
-            .map(|(ip, h, c, proto)| PortBinding {
-                host_ip: ip.parse().expect("ip"),
-                host_port: *h,
-                container_port: *c,
-                proto: *proto,
-            })
-            .collect(),
-    }
-}
 
 /// Three networks (IPv4 only, dual stack, internal dual stack) with ports of every kind.
 fn sample_state() -> State {
@@ -82,12 +36,7 @@ fn sample_state() -> State {
         ),
     );
     let internal = network("c", &["10.3.0.0/24", "fd00:3::/64"], true);
-    State {
-        networks: [v4, dual, internal]
-            .into_iter()
-            .map(|n| (n.id.clone(), n))
-            .collect(),
-    }
+    state(vec![v4, dual, internal])
 }
 
 /// The rule lines of `nft list table <family> <name>`, trimmed.

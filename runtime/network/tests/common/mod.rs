@@ -6,6 +6,8 @@
 //! inside those namespaces (TEST-NET-1 192.0.2.0/24 on a veth, and the Berth subnets).
 #![allow(dead_code)]
 
+pub mod fixtures;
+
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
