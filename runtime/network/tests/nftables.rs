@@ -138,3 +138,31 @@ fn one_instance_programs_the_namespace_of_each_caller() {
     assert!(!first.exec(&["nft", "list", "tables"]).contains("tboth"));
     assert_listed(&second, "tboth", &state);
 }
+
+/// `-p 10000-11499:10000-11499 -p 10000-11499:10000-11499/udp`: 3000 rules, far more than
+/// one default-sized netlink message holds, in one transaction.
+#[test]
+fn thousands_of_published_ports_apply_in_one_transaction() {
+    if !common::can_run() {
+        eprintln!("skipped: needs root, ip and nft");
+        return;
+    }
+    let ns = Ns::new("nftmany");
+    let ports: Vec<(&str, u16, u16, Proto)> = (10000..11500)
+        .flat_map(|p| [("0.0.0.0", p, p, Proto::Tcp), ("0.0.0.0", p, p, Proto::Udp)])
+        .collect();
+    let mut net = network("m", &["10.9.0.0/24"], false);
+    net.endpoints
+        .insert("cm".into(), endpoint("cm", &["10.9.0.2/24"], &ports));
+    let many = state(vec![net]);
+    let nft = Nftables::new();
+    ns.run(|| nft.apply("tmany", &many)).expect("3000 ports");
+    let listed = listed_rules(&ns, "ip", "tmany");
+    let dnats = listed.iter().filter(|r| r.contains(" dnat to ")).count();
+    assert_eq!(dnats, 3000);
+    assert!(listed.contains(&"udp dport 11499 dnat to 10.9.0.2:11499".to_string()));
+    // And back to none, on the same socket.
+    ns.run(|| nft.apply("tmany", &State::default()))
+        .expect("emptied");
+    assert!(!ns.exec(&["nft", "list", "tables"]).contains("tmany"));
+}

@@ -8,6 +8,7 @@
 use std::io;
 
 use netlink_sys::{Socket, SocketAddr};
+use nix::sys::socket::sockopt;
 
 /// `NETLINK_NETFILTER`, the protocol of nfnetlink sockets.
 const NETLINK_NETFILTER: isize = 12;
@@ -76,11 +77,18 @@ impl Attrs {
 pub type Description = String;
 
 /// Messages the kernel applies as one transaction: all of them, or none.
+///
+/// The kernel answers every refused message with its error; only the last message asks
+/// for an acknowledgement as well, which tells a committed batch from an unanswered one
+/// without an answer per rule (thousands of published ports would overflow the socket's
+/// receive queue).
 pub struct Batch {
     buf: Vec<u8>,
     seq: u32,
-    /// `(sequence number, description)` of every message that asks for an acknowledgement.
+    /// `(sequence number, description)` of every message.
     sent: Vec<(u32, Description)>,
+    /// Where the last message's flags are in `buf`.
+    last_flags: Option<usize>,
 }
 
 impl Batch {
@@ -89,6 +97,7 @@ impl Batch {
             buf: Vec::with_capacity(4096),
             seq: 0,
             sent: Vec::new(),
+            last_flags: None,
         };
         batch.frame(
             libc::NFNL_MSG_BATCH_BEGIN as u16,
@@ -109,7 +118,8 @@ impl Batch {
         what: impl Into<Description>,
     ) {
         let kind = ((libc::NFNL_SUBSYS_NFTABLES as u16) << 8) | nft_msg;
-        let seq = self.frame(kind, NLM_F_REQUEST | NLM_F_ACK | flags, family, attrs);
+        self.last_flags = Some(self.buf.len() + 6);
+        let seq = self.frame(kind, NLM_F_REQUEST | flags, family, attrs);
         self.sent.push((seq, what.into()));
     }
 
@@ -133,6 +143,12 @@ impl Batch {
 
     /// Sends the batch on `socket` and checks the kernel's verdict on every message.
     pub fn commit(mut self, socket: &Socket) -> Result<(), CommitError> {
+        let Some(((last_seq, _), at)) = self.sent.last().zip(self.last_flags) else {
+            return Ok(());
+        };
+        let last_seq = *last_seq;
+        let flags = u16::from_ne_bytes([self.buf[at], self.buf[at + 1]]) | NLM_F_ACK;
+        self.buf[at..at + 2].copy_from_slice(&flags.to_ne_bytes());
         self.frame(
             libc::NFNL_MSG_BATCH_END as u16,
             NLM_F_REQUEST,
@@ -141,13 +157,19 @@ impl Batch {
         );
         // Whatever an earlier, failed exchange left queued is not this batch's answer.
         drain(socket).map_err(CommitError::Socket)?;
+        // A netlink message must fit the socket's send buffer: a batch of many rules is
+        // larger than the default. Raising it needs CAP_NET_ADMIN, as the batch does.
+        let room = self.buf.len() + 4096;
+        if nix::sys::socket::setsockopt(socket, sockopt::SndBufForce, &room).is_err() {
+            let _ = nix::sys::socket::setsockopt(socket, sockopt::SndBuf, &room);
+        }
         socket.send(&self.buf, 0).map_err(CommitError::Socket)?;
         // The kernel handles the whole batch inside `send`, so its answers are queued by now.
         let answers = drain(socket).map_err(CommitError::Socket)?;
-        let mut acked = 0;
+        let mut acked = false;
         for (seq, errno) in answers {
             if errno == 0 {
-                acked += 1;
+                acked |= seq == last_seq;
                 continue;
             }
             let what = self
@@ -161,9 +183,8 @@ impl Batch {
                 source: io::Error::from_raw_os_error(errno),
             });
         }
-        if acked < self.sent.len() {
+        if !acked {
             return Err(CommitError::Unanswered {
-                acked,
                 sent: self.sent.len(),
             });
         }
@@ -182,8 +203,8 @@ pub enum CommitError {
         #[source]
         source: io::Error,
     },
-    #[error("the kernel acknowledged {acked} of {sent} messages")]
-    Unanswered { acked: usize, sent: usize },
+    #[error("the kernel did not acknowledge the batch of {sent} messages")]
+    Unanswered { sent: usize },
 }
 
 /// A socket to nfnetlink in the calling thread's network namespace.
@@ -191,6 +212,8 @@ pub fn open() -> io::Result<Socket> {
     let mut socket = Socket::new(NETLINK_NETFILTER)?;
     socket.bind_auto()?;
     socket.connect(&SocketAddr::new(0, 0))?;
+    // An error carries the refused message's header only, not the whole rule back.
+    socket.set_cap_ack(true)?;
     Ok(socket)
 }
 
@@ -229,20 +252,22 @@ fn drain(socket: &Socket) -> io::Result<Vec<(u32, i32)>> {
 /// Whether this network namespace's kernel speaks nf_tables: it answers a request for the
 /// rule set's generation.
 pub fn nf_tables_answers() -> bool {
-    let mut batch = Batch {
+    // A request on its own, outside a batch.
+    let mut request = Batch {
         buf: Vec::new(),
         seq: 0,
         sent: Vec::new(),
+        last_flags: None,
     };
-    batch.add(
-        libc::NFT_MSG_GETGEN as u16,
-        0,
+    let kind = ((libc::NFNL_SUBSYS_NFTABLES as u16) << 8) | libc::NFT_MSG_GETGEN as u16;
+    request.frame(
+        kind,
+        NLM_F_REQUEST | NLM_F_ACK,
         libc::AF_UNSPEC as u8,
         &Attrs::new(),
-        "generation request",
     );
     let Ok(socket) = open() else { return false };
-    if socket.send(&batch.buf, 0).is_err() {
+    if socket.send(&request.buf, 0).is_err() {
         return false;
     }
     matches!(drain(&socket).as_deref(), Ok([(_, 0)]))
