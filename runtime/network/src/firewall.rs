@@ -2,8 +2,9 @@
 //!
 //! The whole rule set is generated from the network state and applied in one atomic transaction
 //! each time something changes: with nftables, one netlink transaction replaces Berth's own
-//! `table ip berth` (see [`crate::nftables`]); with iptables, `iptables-restore --noflush` rewrites the `BERTH-*` chains. Rules never drift
-//! from the state, and removing the last network removes the table/chains entirely.
+//! `table ip berth` (see [`crate::nftables`]); with iptables, `iptables-restore --noflush`
+//! rewrites the `BERTH-*` chains. Rules never drift from the state, and removing the last
+//! network removes the table/chains entirely.
 //!
 //! IPv6 networks get the same isolation, outbound NAT and DNAT in `table ip6 berth`
 //! (ip6tables `BERTH-*` chains), present only while some network has IPv6.
