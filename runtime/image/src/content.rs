@@ -561,7 +561,19 @@ impl ContentStore {
             source,
         };
         loop {
-            fs::create_dir_all(&dir).map_err(err)?;
+            match fs::create_dir_all(&dir) {
+                Ok(()) => {}
+                // A finishing ingest removed the directory between our mkdir finding it
+                // there and create_dir_all checking that it is one: try again (unless
+                // something other than a directory is in the way).
+                Err(e)
+                    if e.kind() == io::ErrorKind::AlreadyExists
+                        && fs::symlink_metadata(&dir).map_or(true, |m| m.is_dir()) =>
+                {
+                    continue
+                }
+                Err(e) => return Err(err(e)),
+            }
             let f = match OpenOptions::new()
                 .read(true)
                 .write(true)
