@@ -939,7 +939,7 @@ impl ContainerService {
         let bare = record.name.trim_start_matches('/');
         self.inner.names.release(bare, id);
         lock(&self.inner.pending_attach).remove(id);
-        fs::remove_dir_all(&dir)
+        remove_container_dir(&dir)
             .map_err(ContainerError::io(format!("removing {}", dir.display())))?;
         self.emit(record, "destroy", &[]);
         Ok(())
@@ -1246,4 +1246,21 @@ fn ps_row(pid: i32) -> Option<Vec<String>> {
         time,
         cmd,
     ])
+}
+
+/// Removes a container's directory. A task that was updating the record as the removal
+/// began (the health checker, a stats or inspect writer) can put its lock file or record
+/// back in the middle of it; such a writer fails once the record is gone, so another pass
+/// finishes the job.
+fn remove_container_dir(dir: &Path) -> std::io::Result<()> {
+    let mut attempts = 0;
+    loop {
+        match fs::remove_dir_all(dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty && attempts < 100 => {
+                attempts += 1;
+                std::thread::yield_now();
+            }
+            result => return result,
+        }
+    }
 }
