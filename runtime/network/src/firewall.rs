@@ -22,13 +22,11 @@
 //!   endpoint without IPv6, `::1`) reaches the host socket that `crate::proxy` serves.
 
 use std::io::Write;
-use std::net::IpAddr;
 use std::process::{Command, Stdio};
 
 use crate::error::{NetworkError, Result};
-use crate::ports::Proto;
+use crate::nftables::rules::{self, Action, ChainKind, Cmp, Family, Match, Rule, Table};
 use crate::store::State;
-use crate::Network;
 
 /// The nftables table (and, upper-cased, the iptables chain prefix) used unless configured.
 pub const DEFAULT_TABLE: &str = "berth";
@@ -56,7 +54,7 @@ impl FirewallBackend {
     pub fn detect() -> Result<Self> {
         if crate::nftables::available() {
             Ok(Self::Nftables)
-        } else if iptables_ok(Family::V4, &["-t", "nat", "-S", "POSTROUTING"]) {
+        } else if iptables_ok(Family::Ip, &["-t", "nat", "-S", "POSTROUTING"]) {
             Ok(Self::Iptables)
         } else {
             Err(NetworkError::NoFirewall)
@@ -97,8 +95,9 @@ impl Firewall {
             FirewallBackend::Nftables => self.nftables.apply(table, state),
             FirewallBackend::Iptables => {
                 let prefix = table.to_ascii_uppercase();
-                apply_iptables(Family::V4, &prefix, state)?;
-                apply_iptables(Family::V6, &prefix, state)
+                let [v6, v4] = rules::tables(&prefix, state);
+                apply_iptables(&prefix, &v4)?;
+                apply_iptables(&prefix, &v6)
             }
         }
     }
@@ -135,203 +134,89 @@ fn run_stdin(backend: FirewallBackend, cmd: &str, args: &[&str], input: &str) ->
     }
 }
 
-/// A DNAT rule for one published port, in one address family.
-pub(crate) struct Dnat {
-    /// `None`: every local address of the family (but `::1`, see [`dnats`]).
-    pub host_ip: Option<IpAddr>,
-    pub host_port: u16,
-    pub proto: Proto,
-    target: IpAddr,
-    container_port: u16,
-}
-
-impl Dnat {
-    /// The container's address and port the traffic is translated to.
-    pub fn to(&self) -> std::net::SocketAddr {
-        std::net::SocketAddr::new(self.target, self.container_port)
-    }
-}
-
-/// The DNAT rules of one family: each binding on an address of that family (or on all), to the
-/// container's address of the same family. IPv6 bindings of an endpoint without IPv6, and
-/// bindings on `::1`, have none: nftables cannot translate families, and the kernel does not
-/// route `::1` off the loopback device; the proxy serves those (see `crate::proxy`).
-pub(crate) fn dnats(state: &State, v6: bool) -> Vec<Dnat> {
-    let mut out = Vec::new();
-    for net in state.networks.values() {
-        for ep in net.endpoints.values() {
-            let Some(target) = (if v6 { ep.ipv6() } else { ep.ipv4() }) else {
-                continue;
-            };
-            for b in ep.ports.iter().filter(|b| b.host_ip.is_ipv6() == v6) {
-                if b.host_ip.is_loopback() && v6 {
-                    continue;
-                }
-                out.push(Dnat {
-                    host_ip: (!b.host_ip.is_unspecified()).then_some(b.host_ip),
-                    host_port: b.host_port,
-                    proto: b.proto,
-                    target,
-                    container_port: b.container_port,
-                });
-            }
-        }
-    }
-    out
-}
-
-/// Whether some network has IPv6 (and so needs the `ip6` rules).
-fn has_ipv6(state: &State) -> bool {
-    state.networks.values().any(|n| n.ipv6().is_some())
-}
-
-const IPT_CHAINS: [(&str, &str, &str); 4] = [
+/// The chains hooked into built-in ones: (table, built-in chain, suffix of ours).
+const HOOKED_CHAINS: [(&str, &str, &str); 4] = [
     ("nat", "PREROUTING", "PREROUTING"),
     ("nat", "OUTPUT", "OUTPUT"),
     ("nat", "POSTROUTING", "POSTROUTING"),
     ("filter", "FORWARD", "FORWARD"),
 ];
 
-/// `iptables-restore --noflush` input defining (and so flushing) the `BERTH-*` chains.
-pub fn iptables_rules(state: &State) -> String {
-    iptables_rules_in("BERTH", state)
-}
-
-/// [`iptables_rules`] with chains `<prefix>-*`.
+/// `iptables-restore --noflush` input defining (and so flushing) the `<prefix>-*` chains:
+/// the rules of [`rules::tables`]' `ip` table, in iptables' words.
 pub fn iptables_rules_in(prefix: &str, state: &State) -> String {
-    iptables_rules_berth(state).replace("BERTH-", &format!("{prefix}-"))
+    let [_, v4] = rules::tables(prefix, state);
+    restore_input(prefix, &v4)
 }
 
-fn iptables_rules_berth(state: &State) -> String {
-    let mut nat = String::from("*nat\n:BERTH-PREROUTING - [0:0]\n:BERTH-OUTPUT - [0:0]\n:BERTH-POSTROUTING - [0:0]\n:BERTH-PUBLISH - [0:0]\n");
-    nat.push_str("-A BERTH-PREROUTING -m addrtype --dst-type LOCAL -j BERTH-PUBLISH\n");
-    nat.push_str("-A BERTH-OUTPUT -m addrtype --dst-type LOCAL -j BERTH-PUBLISH\n");
-    push_ipt_dnats(&mut nat, state, false);
-    let mut filter = String::from("*filter\n:BERTH-FORWARD - [0:0]\n");
-    for n in state.networks.values() {
-        let Some(pool) = n.ipv4() else { continue };
-        let (br, subnet) = (&n.bridge, pool.subnet);
-        nat.push_str(&format!(
-            "-A BERTH-POSTROUTING -o {br} -s 127.0.0.0/8 -j MASQUERADE\n"
-        ));
-        nat.push_str(&format!(
-            "-A BERTH-POSTROUTING -o {br} -s {subnet} -m conntrack --ctstate DNAT -j MASQUERADE\n"
-        ));
-        if !n.internal {
-            nat.push_str(&format!(
-                "-A BERTH-POSTROUTING -s {subnet} ! -o {br} -j MASQUERADE\n"
+/// [`iptables_rules_in`] for `ip6tables-restore`: the `ip6` table's rules.
+pub fn ip6tables_rules_in(prefix: &str, state: &State) -> String {
+    let [v6, _] = rules::tables(prefix, state);
+    restore_input(prefix, &v6)
+}
+
+/// The chains of `table` as `<prefix>-<CHAIN>`: the filter chain in `*filter`, the others
+/// (nat base chains and `publish`, which they jump to) in `*nat`.
+fn restore_input(prefix: &str, table: &Table) -> String {
+    let mut nat = String::from("*nat\n");
+    for chain in ["PREROUTING", "OUTPUT", "POSTROUTING", "PUBLISH"] {
+        nat.push_str(&format!(":{prefix}-{chain} - [0:0]\n"));
+    }
+    let mut filter = format!("*filter\n:{prefix}-FORWARD - [0:0]\n");
+    for chain in table.chains.iter().flatten() {
+        let filtering = chain.hook.is_some_and(|h| h.kind == ChainKind::Filter);
+        let out = if filtering { &mut filter } else { &mut nat };
+        let name = chain.name.to_ascii_uppercase();
+        for rule in &chain.rules {
+            out.push_str(&format!(
+                "-A {prefix}-{name} {}\n",
+                iptables_args(prefix, rule)
             ));
         }
-        push_isolation(&mut filter, n, state);
     }
     nat.push_str("COMMIT\n");
     filter.push_str("COMMIT\n");
     nat + &filter
 }
 
-/// `BERTH-PUBLISH` DNAT rules of one family.
-fn push_ipt_dnats(nat: &mut String, state: &State, v6: bool) {
-    let len = if v6 { 128 } else { 32 };
-    for d in dnats(state, v6) {
-        let daddr = d
-            .host_ip
-            .map(|ip| format!("-d {ip}/{len} "))
-            .unwrap_or_default();
-        nat.push_str(&format!(
-            "-A BERTH-PUBLISH {daddr}-p {p} -m {p} --dport {} -j DNAT --to-destination {}\n",
-            d.host_port,
-            d.to(),
-            p = d.proto.as_str()
-        ));
-    }
-}
-
-/// iptables isolation for network `n` (the same for both address families): no
-/// forwarding to other Berth bridges, and none past its own bridge when internal.
-fn push_isolation(filter: &mut String, n: &Network, state: &State) {
-    let br = &n.bridge;
-    for other in state.networks.values().filter(|o| o.bridge != n.bridge) {
-        filter.push_str(&format!(
-            "-A BERTH-FORWARD -i {br} -o {} -j DROP\n",
-            other.bridge
-        ));
-    }
-    if n.internal {
-        filter.push_str(&format!("-A BERTH-FORWARD -i {br} ! -o {br} -j DROP\n"));
-        filter.push_str(&format!("-A BERTH-FORWARD -o {br} ! -i {br} -j DROP\n"));
-    }
-}
-
-/// `ip6tables-restore --noflush` input for the IPv6 networks: outbound NAT and isolation in
-/// `<prefix>-POSTROUTING` and `<prefix>-FORWARD`.
-pub fn ip6tables_rules_in(prefix: &str, state: &State) -> String {
-    let mut nat = String::from("*nat\n:BERTH-PREROUTING - [0:0]\n:BERTH-OUTPUT - [0:0]\n:BERTH-POSTROUTING - [0:0]\n:BERTH-PUBLISH - [0:0]\n");
-    nat.push_str("-A BERTH-PREROUTING -m addrtype --dst-type LOCAL -j BERTH-PUBLISH\n");
-    // Local traffic to ::1 is the proxy's (the kernel does not route ::1 off loopback).
-    nat.push_str("-A BERTH-OUTPUT ! -d ::1/128 -m addrtype --dst-type LOCAL -j BERTH-PUBLISH\n");
-    push_ipt_dnats(&mut nat, state, true);
-    let mut filter = String::from("*filter\n:BERTH-FORWARD - [0:0]\n");
-    for n in state.networks.values() {
-        let br = &n.bridge;
-        if let Some(pool) = n.ipv6() {
-            nat.push_str(&format!(
-                "-A BERTH-POSTROUTING -o {br} -s {} -m conntrack --ctstate DNAT -j MASQUERADE\n",
-                pool.subnet
-            ));
-            if !n.internal {
-                nat.push_str(&format!(
-                    "-A BERTH-POSTROUTING -s {} ! -o {br} -j MASQUERADE\n",
-                    pool.subnet
-                ));
+/// One rule as iptables arguments, e.g. `-o br0 -s 10.1.0.0/24 -j MASQUERADE`.
+fn iptables_args(prefix: &str, rule: &Rule) -> String {
+    let not = |op: Cmp| if op == Cmp::Ne { "! " } else { "" };
+    let mut args: Vec<String> = rule
+        .matches
+        .iter()
+        .map(|m| match m {
+            Match::Iifname(op, name) => format!("{}-i {name}", not(*op)),
+            Match::Oifname(op, name) => format!("{}-o {name}", not(*op)),
+            Match::Saddr(net) => format!("-s {net}"),
+            Match::Daddr(op, ip) => {
+                let len = if ip.is_ipv4() { 32 } else { 128 };
+                format!("{}-d {ip}/{len}", not(*op))
             }
-        }
-        push_isolation(&mut filter, n, state);
-    }
-    nat.push_str("COMMIT\n");
-    filter.push_str("COMMIT\n");
-    (nat + &filter).replace("BERTH-", &format!("{prefix}-"))
+            Match::Dport(proto, port) => format!("-p {proto} -m {proto} --dport {port}"),
+            Match::CtStatusDnat => "-m conntrack --ctstate DNAT".into(),
+            Match::FibDaddrLocal => "-m addrtype --dst-type LOCAL".into(),
+        })
+        .collect();
+    args.push(match &rule.action {
+        Action::Jump(chain) => format!("-j {prefix}-{}", chain.to_ascii_uppercase()),
+        Action::Drop => "-j DROP".into(),
+        Action::Masquerade => "-j MASQUERADE".into(),
+        Action::Dnat(to) => format!("-j DNAT --to-destination {to}"),
+    });
+    args.join(" ")
 }
 
-/// The address family an iptables tool programs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Family {
-    V4,
-    V6,
-}
-
-impl Family {
-    fn tool(self) -> &'static str {
-        match self {
-            Self::V4 => "iptables",
-            Self::V6 => "ip6tables",
-        }
-    }
-
-    fn restore(self) -> &'static str {
-        match self {
-            Self::V4 => "iptables-restore",
-            Self::V6 => "ip6tables-restore",
-        }
-    }
-
-    /// The chains hooked into built-in ones: (table, built-in chain, suffix).
-    fn chains(self) -> &'static [(&'static str, &'static str, &'static str)] {
-        match self {
-            Self::V4 => &IPT_CHAINS,
-            Self::V6 => &IPT6_CHAINS,
-        }
+/// The iptables tool of a family, and its restore tool.
+fn tools(family: Family) -> (&'static str, &'static str) {
+    match family {
+        Family::Ip => ("iptables", "iptables-restore"),
+        Family::Ip6 => ("ip6tables", "ip6tables-restore"),
     }
 }
-
-const IPT6_CHAINS: [(&str, &str, &str); 4] = [
-    ("nat", "PREROUTING", "PREROUTING"),
-    ("nat", "OUTPUT", "OUTPUT"),
-    ("nat", "POSTROUTING", "POSTROUTING"),
-    ("filter", "FORWARD", "FORWARD"),
-];
 
 fn iptables_ok(family: Family, args: &[&str]) -> bool {
-    Command::new(family.tool())
+    Command::new(tools(family).0)
         .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -340,39 +225,42 @@ fn iptables_ok(family: Family, args: &[&str]) -> bool {
         .unwrap_or(false)
 }
 
-fn apply_iptables(family: Family, prefix: &str, state: &State) -> Result<()> {
+/// Makes the `<prefix>-*` chains of `table`'s family hold its rules, hooked into the
+/// built-in chains, or removes them when the table is absent.
+fn apply_iptables(prefix: &str, table: &Table) -> Result<()> {
     let backend = FirewallBackend::Iptables;
     let fail = |detail: String| NetworkError::Firewall {
         backend: backend.name(),
         detail,
     };
+    let (tool, restore) = tools(table.family);
+    let ok = |args: &[&str]| iptables_ok(table.family, args);
     let publish = format!("{prefix}-PUBLISH");
-    let (active, rules) = match family {
-        Family::V4 => (!state.networks.is_empty(), iptables_rules_in(prefix, state)),
-        Family::V6 => (has_ipv6(state), ip6tables_rules_in(prefix, state)),
-    };
-    let ok = |args: &[&str]| iptables_ok(family, args);
-    if !active {
-        for (table, builtin, suffix) in family.chains() {
+    if table.chains.is_none() {
+        for (kind, builtin, suffix) in HOOKED_CHAINS {
             let chain = format!("{prefix}-{suffix}");
-            while ok(&["-t", table, "-D", builtin, "-j", &chain]) {}
-            ok(&["-t", table, "-F", &chain]);
-            ok(&["-t", table, "-X", &chain]);
+            while ok(&["-t", kind, "-D", builtin, "-j", &chain]) {}
+            ok(&["-t", kind, "-F", &chain]);
+            ok(&["-t", kind, "-X", &chain]);
         }
         ok(&["-t", "nat", "-F", &publish]);
         ok(&["-t", "nat", "-X", &publish]);
         return Ok(());
     }
-    run_stdin(backend, family.restore(), &["--noflush"], &rules)?;
-    for (table, builtin, suffix) in family.chains() {
+    run_stdin(
+        backend,
+        restore,
+        &["--noflush"],
+        &restore_input(prefix, table),
+    )?;
+    for (kind, builtin, suffix) in HOOKED_CHAINS {
         let chain = format!("{prefix}-{suffix}");
         let chain = chain.as_str();
-        if !ok(&["-t", table, "-C", builtin, "-j", chain])
-            && !ok(&["-t", table, "-I", builtin, "-j", chain])
+        if !ok(&["-t", kind, "-C", builtin, "-j", chain])
+            && !ok(&["-t", kind, "-I", builtin, "-j", chain])
         {
             return Err(fail(format!(
-                "cannot hook {chain} into {} {table}/{builtin}",
-                family.tool()
+                "cannot hook {chain} into {tool} {kind}/{builtin}"
             )));
         }
     }

@@ -7,7 +7,6 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use ipnet::{IpNet, Ipv4Net};
 
-use crate::firewall::dnats;
 use crate::ports::Proto;
 use crate::store::State;
 
@@ -374,4 +373,49 @@ impl fmt::Display for Table {
         }
         writeln!(f, "}}")
     }
+}
+
+/// A DNAT rule for one published port, in one address family.
+struct Dnat {
+    /// `None`: every local address of the family (but `::1`, see [`dnats`]).
+    host_ip: Option<IpAddr>,
+    host_port: u16,
+    proto: Proto,
+    target: IpAddr,
+    container_port: u16,
+}
+
+impl Dnat {
+    /// The container's address and port the traffic is translated to.
+    fn to(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::new(self.target, self.container_port)
+    }
+}
+
+/// The DNAT rules of one family: each binding on an address of that family (or on all), to the
+/// container's address of the same family. IPv6 bindings of an endpoint without IPv6, and
+/// bindings on `::1`, have none: nftables cannot translate families, and the kernel does not
+/// route `::1` off the loopback device; the proxy serves those (see `crate::proxy`).
+fn dnats(state: &State, v6: bool) -> Vec<Dnat> {
+    let mut out = Vec::new();
+    for net in state.networks.values() {
+        for ep in net.endpoints.values() {
+            let Some(target) = (if v6 { ep.ipv6() } else { ep.ipv4() }) else {
+                continue;
+            };
+            for b in ep.ports.iter().filter(|b| b.host_ip.is_ipv6() == v6) {
+                if b.host_ip.is_loopback() && v6 {
+                    continue;
+                }
+                out.push(Dnat {
+                    host_ip: (!b.host_ip.is_unspecified()).then_some(b.host_ip),
+                    host_port: b.host_port,
+                    proto: b.proto,
+                    target,
+                    container_port: b.container_port,
+                });
+            }
+        }
+    }
+    out
 }
