@@ -130,15 +130,15 @@ def machine_kernel_args(status):
     sys.exit("cannot read the machine's kernel command line from its QEMU process")
 
 
-def plain_boot(kernel, initrd, memory, work, cmdline):
-    """QEMU launch → the marker on the console, in ms."""
+def plain_boot(kernel, cpu, initrd, memory, work, cmdline):
+    """QEMU launch → the marker on the console, in ms (same CPU model as the machine)."""
     console = os.path.join(work, "plain-console.log")
     if os.path.exists(console):
         os.unlink(console)
     args = [
         "qemu-system-x86_64", "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
         "-M", "microvm,acpi=on,rtc=on,isa-serial=on,memory-backend=mem",
-        "-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", f"{memory}M",
+        "-accel", "tcg", "-cpu", cpu, "-smp", "2", "-m", f"{memory}M",
         "-object", f"memory-backend-memfd,id=mem,size={memory}M,share=on",
         "-kernel", kernel, "-initrd", initrd,
         "-append", cmdline,
@@ -228,9 +228,10 @@ def plain_setup(berth, env, work):
     # The kernel the machine booted (the newest cached image may be another
     # architecture's).
     kernel = machine_qemu_arg(cfg, "-kernel")
+    cpu = machine_qemu_arg(cfg, "-cpu")
     initrd = os.path.join(work, "plain.cpio")
     plain_initrd(initrd)
-    return kernel, initrd, machine_kernel_args(cfg)
+    return kernel, cpu, initrd, machine_kernel_args(cfg)
 
 
 def measure_run_rm(berth, sock, a, work, results):
@@ -343,12 +344,12 @@ def main():
         # The first boot formats the data disk: not counted.
         run([berth, "machine", "start", "b"], env=env)
         if "ready" in parts:
-            kernel, initrd, cmdline = plain_setup(berth, env, work)
+            kernel, cpu, initrd, cmdline = plain_setup(berth, env, work)
             ready, plain, start_wall = [], [], []
             # Alternated, so both see the same load on the host.
             for _ in range(a.n):
                 run([berth, "machine", "stop", "b"], env=env)
-                plain.append(plain_boot(kernel, initrd, a.memory, work, cmdline))
+                plain.append(plain_boot(kernel, cpu, initrd, a.memory, work, cmdline))
                 t0 = time.monotonic()
                 run([berth, "machine", "start", "b"], env=env)
                 start_wall.append((time.monotonic() - t0) * 1000)
