@@ -813,3 +813,146 @@ async fn credential_helper_supplies_credentials() {
     let pulled = client.pull(&name, None, &dst, &|_| {}).await.expect("pull");
     assert_eq!(pulled.manifest.digest, image.manifest);
 }
+
+/// A Docker schema 2 manifest whose layers are one ordinary layer and two
+/// foreign ones (`urls`, not in the registry): one reachable, one not.
+fn foreign_manifest(
+    store: &ContentStore,
+    normal: &[u8],
+    reachable: (&[u8], String),
+    unreachable: &str,
+) -> Digest {
+    let desc = |media_type: &str, bytes: &[u8], urls: Option<Vec<String>>| {
+        let mut d = serde_json::json!({
+            "mediaType": media_type,
+            "digest": Digest::sha256_of(bytes).to_string(),
+            "size": bytes.len(),
+        });
+        if let Some(urls) = urls {
+            d["urls"] = serde_json::json!(urls);
+        }
+        d
+    };
+    let gone = random_bytes(1000, 42);
+    let layers = [normal, reachable.0, &gone];
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "rootfs": {
+            "type": "layers",
+            "diff_ids": layers.iter().map(|l| Digest::sha256_of(l).to_string()).collect::<Vec<_>>(),
+        },
+    }))
+    .expect("config json");
+    let foreign = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": desc("application/vnd.docker.container.image.v1+json", &config, None),
+        "layers": [
+            desc("application/vnd.docker.image.rootfs.diff.tar.gzip", normal, None),
+            desc(foreign, reachable.0, Some(vec![reachable.1])),
+            desc(foreign, &gone, Some(vec![unreachable.to_string()])),
+        ],
+    }))
+    .expect("manifest json");
+    for blob in [normal, &config, &manifest] {
+        store.write_all(blob, None).expect("write blob");
+    }
+    Digest::sha256_of(&manifest)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_layers_are_fetched_from_their_urls_or_skipped() {
+    // The registry refuses manifests with foreign URLs unless they are allowed.
+    let reg = Registry::start_with(
+        "validation:\n  manifests:\n    urls:\n      allow:\n        - '^http://127\\.0\\.0\\.1:'\n",
+    );
+    let tmp = TempDir::new().expect("tmp");
+    let client = RegistryClient::new(config(&tmp)).expect("client");
+    let src = store_in(&tmp.path().join("src"));
+
+    // The reachable foreign layer lives elsewhere: another repository's blob URL.
+    let elsewhere = random_bytes(50_000, 41);
+    let holder = push_busybox(
+        &client,
+        &src,
+        &format!("{}/test/holder:1", reg.host()),
+        vec![elsewhere.clone()],
+    )
+    .await;
+    let elsewhere_digest = Digest::sha256_of(&elsewhere);
+    assert!(holder.layers.iter().any(|(d, _)| *d == elsewhere_digest));
+    let url = format!(
+        "http://{}/v2/test/holder/blobs/{elsewhere_digest}",
+        reg.host()
+    );
+    let unreachable = "http://127.0.0.1:1/never-there";
+    let normal = busybox_layer();
+    let manifest = foreign_manifest(&src, &normal, (&elsewhere, url), unreachable);
+
+    // Push sends the ordinary layer, never a foreign one.
+    let name = format!("{}/test/foreign:1", reg.host());
+    client
+        .push(
+            &reference(&name),
+            &manifest,
+            &src,
+            &PushOptions::default(),
+            &|_| {},
+        )
+        .await
+        .expect("push");
+
+    let dst = store_in(&tmp.path().join("dst"));
+    let events = Events::default();
+    let ev = events.clone();
+    let pulled = client
+        .pull(&reference(&name), None, &dst, &move |p| ev.push(p))
+        .await
+        .expect("a pull with an unreachable foreign layer still succeeds");
+    assert_eq!(pulled.manifest.digest, manifest);
+    let layers: Vec<(Digest, bool)> = pulled
+        .layers
+        .iter()
+        .map(|l| (l.descriptor.digest.clone(), l.skipped.is_some()))
+        .collect();
+    assert_eq!(layers.len(), 3);
+    assert_eq!(layers[0], (Digest::sha256_of(&normal), false));
+    assert_eq!(layers[1], (elsewhere_digest.clone(), false));
+    assert!(
+        layers[2].1,
+        "the unreachable foreign layer is marked skipped"
+    );
+
+    // The fetched ones are in the store, verified; the skipped one left nothing behind.
+    assert_eq!(
+        dst.read_all(&elsewhere_digest).expect("foreign blob"),
+        elsewhere
+    );
+    assert_eq!(dst.info(&layers[2].0).expect("info"), None);
+    assert!(dst.list_ingests().expect("ingests").is_empty());
+    let reason = pulled.layers[2]
+        .skipped
+        .as_ref()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    assert!(
+        reason.starts_with("foreign layer skipped") && reason.contains(unreachable),
+        "{reason}"
+    );
+    let events = events.take();
+    let skips: Vec<&Progress> = events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                Progress::LayerSkipped {
+                    reason: SkipReason::Foreign { .. },
+                    ..
+                }
+            )
+        })
+        .collect();
+    assert_eq!(skips.len(), 1, "{events:?}");
+}
