@@ -89,6 +89,8 @@ pub struct Apt {
     arch: String,
     state: PathBuf,
     debs: PathBuf,
+    /// Set when the lists could not be refreshed and older ones are in use.
+    stale_lists: Option<String>,
 }
 
 impl Apt {
@@ -129,13 +131,25 @@ impl Apt {
             keyring.display()
         );
         std::fs::write(&sources, line).map_err(io("writing", &sources))?;
-        let apt = Self {
+        let mut apt = Self {
             arch: arch.to_string(),
             state,
             debs,
+            stale_lists: None,
         };
         apt.refresh_lists()?;
         Ok(apt)
+    }
+
+    /// Why the package lists could not be refreshed, when older ones are used instead.
+    pub fn stale_lists(&self) -> Option<&str> {
+        self.stale_lists.as_deref()
+    }
+
+    /// Marks when the lists were last fetched; what was resolved from them is
+    /// remembered against it.
+    fn lists_stamp(&self) -> PathBuf {
+        self.state.join("lists/.updated")
     }
 
     fn command(&self, program: &str) -> Command {
@@ -163,18 +177,25 @@ impl Apt {
         cmd
     }
 
-    fn refresh_lists(&self) -> Result<(), GuestImageError> {
-        let stamp = self.state.join("lists/.updated");
-        let fresh = std::fs::metadata(&stamp)
-            .and_then(|m| m.modified())
-            .ok()
+    fn refresh_lists(&mut self) -> Result<(), GuestImageError> {
+        let stamp = self.lists_stamp();
+        let fetched = std::fs::metadata(&stamp).and_then(|m| m.modified()).ok();
+        if fetched
             .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age < LISTS_MAX_AGE);
-        if fresh {
+            .is_some_and(|age| age < LISTS_MAX_AGE)
+        {
             return Ok(());
         }
-        run(self.command("apt-get").arg("update"))?;
-        std::fs::write(&stamp, b"").map_err(io("writing", &stamp))
+        match run(self.command("apt-get").arg("update")) {
+            Ok(_) => std::fs::write(&stamp, b"").map_err(io("writing", &stamp)),
+            // Offline (or the mirror is down): lists fetched before still name
+            // packages that are in the cache, so a machine can start.
+            Err(e) if fetched.is_some() => {
+                self.stale_lists = Some(e.to_string());
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// `<cache>/debs/<arch>/<package>_*.deb`, downloaded unless already there.
@@ -211,17 +232,43 @@ pub fn fetch_kernel_deb(apt: &Apt) -> Result<PathBuf, GuestImageError> {
         return Ok(PathBuf::from(p));
     }
     let meta = format!("linux-image-{}", apt.arch);
-    // The metapackage names the versioned package.
-    let depends = run(apt.command("apt-cache").args(["depends", &meta]))?;
-    let package = depends
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("Depends: "))
-        .find(|p| p.starts_with("linux-image-"))
-        .map(str::to_string)
-        .ok_or_else(|| GuestImageError::Command {
-            command: format!("apt-cache depends {meta}"),
-            detail: "no linux-image dependency".into(),
-        })?;
+    // The metapackage names the versioned package. Asking apt-cache takes ~0.7 s, so
+    // the answer is kept until the lists are fetched again.
+    let memo = apt.state.join("kernel-package");
+    let lists_version = std::fs::metadata(apt.lists_stamp())
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos().to_string());
+    let remembered = std::fs::read_to_string(&memo).ok().and_then(|text| {
+        let (version, package) = text.trim().split_once(' ')?;
+        (Some(version) == lists_version.as_deref() && package.starts_with("linux-image-"))
+            .then(|| package.to_string())
+    });
+    let package = match remembered {
+        Some(package) => package,
+        None => {
+            let depends = run(apt.command("apt-cache").args(["depends", &meta]))?;
+            let package = depends
+                .lines()
+                .filter_map(|l| l.trim().strip_prefix("Depends: "))
+                .find(|p| p.starts_with("linux-image-"))
+                .map(str::to_string)
+                .ok_or_else(|| GuestImageError::Command {
+                    command: format!("apt-cache depends {meta}"),
+                    detail: "no linux-image dependency".into(),
+                })?;
+            if let Some(version) = lists_version {
+                // Only a cache: without it the next start asks apt-cache again. Renamed
+                // into place, so a reader never sees half a package name.
+                let tmp = memo.with_extension(format!("tmp-{}", std::process::id()));
+                if std::fs::write(&tmp, format!("{version} {package}\n")).is_ok() {
+                    let _ = std::fs::rename(&tmp, &memo);
+                }
+            }
+            package
+        }
+    };
     apt.download(&package)
 }
 

@@ -17,10 +17,12 @@
 
 mod cpio;
 mod deb;
+mod file_digest;
 mod modules;
 
 use std::path::{Path, PathBuf};
 
+use file_digest::DigestMemo;
 use sha2::{Digest, Sha256};
 
 pub use modules::{resolve_groups, ModuleGroup, GROUPS};
@@ -92,7 +94,7 @@ impl GuestImage {
 
 pub use deb::{fetch_busybox, fetch_kernel_deb, Apt, SUITE};
 
-fn digest_inputs(inputs: &Inputs) -> Result<String> {
+fn digest_inputs(inputs: &Inputs, memo: &mut DigestMemo) -> Result<String> {
     let mut h = Sha256::new();
     h.update(FORMAT.as_bytes());
     for group in GROUPS {
@@ -109,7 +111,7 @@ fn digest_inputs(inputs: &Inputs) -> Result<String> {
         ("busybox", &inputs.busybox),
     ];
     for (what, path) in fixed {
-        let bytes = std::fs::read(path).map_err(|source| {
+        let file_digest = memo.sha256(path).map_err(|source| {
             if source.kind() == std::io::ErrorKind::NotFound {
                 GuestImageError::MissingInput {
                     what,
@@ -124,16 +126,18 @@ fn digest_inputs(inputs: &Inputs) -> Result<String> {
                 }
             }
         })?;
-        h.update((bytes.len() as u64).to_le_bytes());
-        h.update(&bytes);
+        h.update(file_digest.as_bytes());
     }
     Ok(hex::encode(h.finalize()))
 }
 
 /// Builds (or finds in `cache`) the image for `inputs`.
 pub fn build(inputs: &Inputs, cache: &Path) -> Result<GuestImage> {
-    let key = digest_inputs(inputs)?;
     let root = cache.join("guest-image");
+    let mut memo = DigestMemo::load(&root.join("input-digests"));
+    let key = digest_inputs(inputs, &mut memo)?;
+    // Only a cache: without it the next start hashes the inputs again.
+    let _ = memo.save();
     let dir = root.join(&key[..16]);
     let image = GuestImage::in_dir(dir.clone());
     if image.kernel.is_file() && image.initrd.is_file() {

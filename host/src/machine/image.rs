@@ -7,39 +7,33 @@ use berth_guest_image::{Apt, GuestImage, Inputs};
 use berth_platform::machine::GuestArch;
 
 /// Whether an ELF executable runs without a dynamic loader (no PT_INTERP).
+/// Reads the ELF header and the program header table only: this runs at every
+/// machine start, on candidates that may be debug builds of hundreds of MB.
 fn is_static_elf(path: &Path) -> bool {
+    use std::os::unix::fs::FileExt;
     const PT_INTERP: u32 = 3;
-    let Ok(bytes) = std::fs::read(path) else {
+    /// An ELF64 program header entry.
+    const PHENT64: usize = 56;
+    let Ok(file) = std::fs::File::open(path) else {
         return false;
     };
-    let u16_at = |o: usize| {
-        bytes
-            .get(o..o + 2)
-            .map(|b| u16::from_le_bytes([b[0], b[1]]))
-    };
-    let u64_at = |o: usize| {
-        bytes
-            .get(o..o + 8)
-            .and_then(|b| b.try_into().ok())
-            .map(u64::from_le_bytes)
-    };
-    if bytes.get(..5) != Some(b"\x7fELF\x02") {
+    let mut header = [0u8; 64];
+    if file.read_exact_at(&mut header, 0).is_err() || !header.starts_with(b"\x7fELF\x02") {
         return false;
     }
-    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38))
-    else {
+    let phoff = u64::from_le_bytes(header[0x20..0x28].try_into().unwrap_or_default());
+    let phentsize = usize::from(u16::from_le_bytes([header[0x36], header[0x37]]));
+    let phnum = usize::from(u16::from_le_bytes([header[0x38], header[0x39]]));
+    if phentsize < PHENT64 {
         return false;
-    };
-    let Ok(phoff) = usize::try_from(phoff) else {
+    }
+    let mut table = vec![0u8; phentsize * phnum];
+    if file.read_exact_at(&mut table, phoff).is_err() {
         return false;
-    };
-    (0..usize::from(phnum)).all(|i| {
-        let at = phoff + i * usize::from(phentsize);
-        bytes
-            .get(at..at + 4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .is_some_and(|t| t != PT_INTERP)
-    })
+    }
+    table
+        .chunks_exact(phentsize)
+        .all(|entry| u32::from_le_bytes([entry[0], entry[1], entry[2], entry[3]]) != PT_INTERP)
 }
 
 /// `$BERTH_AGENT_<ARCH>` (`$BERTH_AGENT` for the host's architecture), else a static
@@ -152,6 +146,11 @@ pub fn build(arch: GuestArch) -> Result<GuestImage> {
             arch.debian()
         )
     })?;
+    if let Some(why) = apt.stale_lists() {
+        eprintln!(
+            "berth: using the Debian package lists fetched earlier (refreshing them failed: {why})"
+        );
+    }
     let busybox = match std::env::var_os("BERTH_BUSYBOX") {
         Some(p) => PathBuf::from(p),
         None => berth_guest_image::fetch_busybox(&apt, &cache).context("getting busybox")?,
