@@ -141,6 +141,8 @@ pub fn build(inputs: &Inputs, cache: &Path) -> Result<GuestImage> {
     let dir = root.join(&key[..16]);
     let image = GuestImage::in_dir(dir.clone());
     if image.kernel.is_file() && image.initrd.is_file() {
+        mark_used(&dir);
+        prune(&root, &dir, UNUSED_IMAGE_MAX_AGE);
         return Ok(image);
     }
     std::fs::create_dir_all(&root).map_err(io("creating", &root))?;
@@ -161,7 +163,58 @@ pub fn build(inputs: &Inputs, cache: &Path) -> Result<GuestImage> {
         }
         Err(e) => return Err(io("publishing", &dir)(e)),
     }
+    mark_used(&dir);
+    prune(&root, &dir, UNUSED_IMAGE_MAX_AGE);
     Ok(image)
+}
+
+/// Images unused for this long are removed from the cache (each is ~25 MB, and
+/// every new agent build makes one).
+const UNUSED_IMAGE_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+/// Besides the one in use, at most this many recently used images stay (the other
+/// architecture's, a few agent builds to switch between).
+const OTHER_IMAGES_KEPT: usize = 3;
+
+/// An image directory's modification time is when a machine last started from it.
+fn mark_used(dir: &Path) {
+    // Only a hint for pruning: failing to set it at worst removes the image early,
+    // and the next start rebuilds it.
+    let _ = std::fs::File::open(dir).and_then(|d| d.set_modified(std::time::SystemTime::now()));
+}
+
+/// Removes from `root`, except `keep`: image directories unused for `max_age` or
+/// beyond the [`OTHER_IMAGES_KEPT`] most recently used, and build directories that a
+/// killed build left. A running machine holds its kernel and initramfs open, so
+/// removing its image does not disturb it. Best effort: the cache stays usable
+/// whatever is left.
+fn prune(root: &Path, keep: &Path, max_age: std::time::Duration) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    let mut images = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let is_image = name.len() == 16 && name.bytes().all(|b| b.is_ascii_hexdigit());
+        if !(is_image || name.starts_with(".build-")) || entry.path() == keep {
+            continue;
+        }
+        let unused_for = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .unwrap_or_default();
+        if unused_for > max_age {
+            let _ = std::fs::remove_dir_all(entry.path());
+        } else if is_image {
+            images.push((unused_for, entry.path()));
+        }
+    }
+    images.sort();
+    for (_, dir) in images.into_iter().skip(OTHER_IMAGES_KEPT) {
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
 
 fn build_into(inputs: &Inputs, work: &Path) -> Result<()> {
@@ -250,6 +303,53 @@ pub fn create_data_disk(path: &Path, gib: u64) -> Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn images_unused_for_long_are_pruned() {
+        let cache = tempfile::tempdir().expect("tempdir");
+        let root = cache.path();
+        let week_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(8 * 24 * 3600);
+        let make = |name: &str, old: bool| {
+            let dir = root.join(name);
+            std::fs::create_dir_all(&dir).expect("mkdir");
+            std::fs::write(dir.join("initrd.img"), b"x").expect("write");
+            if old {
+                let d = std::fs::File::open(&dir).expect("open");
+                d.set_modified(week_ago).expect("set mtime");
+            }
+            dir
+        };
+        let stale = make("0123456789abcdef", true);
+        let fresh = make("fedcba9876543210", false);
+        let current = make("00000000ffffffff", true);
+        let abandoned_build = make(".build-0123456789abcdef-42", true);
+        let not_an_image = make("something-else", true);
+        std::fs::write(root.join("input-digests"), b"").expect("memo");
+
+        prune(root, &current, UNUSED_IMAGE_MAX_AGE);
+        assert!(!stale.exists() && !abandoned_build.exists());
+        assert!(fresh.exists() && current.exists() && not_an_image.exists());
+        assert!(root.join("input-digests").exists());
+
+        // Of the recent ones, only the most recently used few stay.
+        let recent: Vec<PathBuf> = (0..OTHER_IMAGES_KEPT + 2)
+            .map(|i| {
+                let dir = make(&format!("{i:016x}"), false);
+                let age = std::time::Duration::from_secs(60 * (i as u64 + 1));
+                let d = std::fs::File::open(&dir).expect("open");
+                d.set_modified(std::time::SystemTime::now() - age)
+                    .expect("set mtime");
+                dir
+            })
+            .collect();
+        prune(root, &current, UNUSED_IMAGE_MAX_AGE);
+        // `fresh` (used just now) is the most recent; then the first of `recent`.
+        assert!(fresh.exists() && current.exists());
+        let kept: Vec<bool> = recent.iter().map(|d| d.exists()).collect();
+        let mut want = vec![false; recent.len()];
+        want[..OTHER_IMAGES_KEPT - 1].fill(true);
+        assert_eq!(kept, want);
+    }
 
     #[test]
     fn data_disk_is_sparse_and_kept() {
