@@ -97,25 +97,35 @@ impl Apt {
     /// Prepares the private state and refreshes its package lists when older than a day.
     /// `$BERTH_DEBIAN_MIRROR` and `$BERTH_DEBIAN_KEYRING` override the mirror and keyring.
     pub fn new(cache: &Path, arch: &str) -> Result<Self, GuestImageError> {
+        let keyring = std::env::var_os("BERTH_DEBIAN_KEYRING")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_KEYRING));
+        let mirror =
+            std::env::var("BERTH_DEBIAN_MIRROR").unwrap_or_else(|_| DEFAULT_MIRROR.to_string());
+        Self::with_source(cache, arch, &mirror, &keyring)
+    }
+
+    /// [`Apt::new`] with the mirror and keyring given.
+    pub fn with_source(
+        cache: &Path,
+        arch: &str,
+        mirror: &str,
+        keyring: &Path,
+    ) -> Result<Self, GuestImageError> {
         if arch.is_empty() || !arch.chars().all(|c| c.is_ascii_alphanumeric()) {
             return Err(GuestImageError::Command {
                 command: "apt".into(),
                 detail: format!("{arch:?} is not a Debian architecture name"),
             });
         }
-        let keyring = std::env::var_os("BERTH_DEBIAN_KEYRING")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_KEYRING));
         if !keyring.is_file() {
             return Err(GuestImageError::MissingInput {
                 what: "Debian's archive keyring",
-                path: keyring,
+                path: keyring.to_path_buf(),
                 hint:
                     " (Debian: apt-get install debian-archive-keyring, or set BERTH_DEBIAN_KEYRING)",
             });
         }
-        let mirror =
-            std::env::var("BERTH_DEBIAN_MIRROR").unwrap_or_else(|_| DEFAULT_MIRROR.to_string());
         let state = cache.join("apt").join(format!("{arch}-{SUITE}"));
         let debs = cache.join("debs").join(arch);
         for dir in [
@@ -291,4 +301,54 @@ pub fn fetch_busybox(apt: &Apt, cache: &Path) -> Result<PathBuf, GuestImageError
     let result = std::fs::rename(&unpacked, &busybox).map_err(io("unpacking", &unpacked));
     let _ = std::fs::remove_dir_all(&tree);
     result.map(|()| busybox)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A mirror apt has no method for: `apt-get update` fails at once (exit 100),
+    /// as it does when the lists cannot be verified.
+    const BROKEN_MIRROR: &str = "berth-offline://nowhere/debian";
+
+    fn have_apt() -> bool {
+        Path::new(DEFAULT_KEYRING).is_file() && Command::new("apt-get").arg("-v").output().is_ok()
+    }
+
+    #[test]
+    fn lists_fetched_before_are_used_when_refreshing_fails() {
+        if !have_apt() {
+            eprintln!("skipping: no apt-get or Debian keyring here");
+            return;
+        }
+        let cache = tempfile::tempdir().expect("tempdir");
+        let keyring = Path::new(DEFAULT_KEYRING);
+
+        // Never fetched: nothing to fall back on, and the error says what failed.
+        let err = Apt::with_source(cache.path(), "amd64", BROKEN_MIRROR, keyring)
+            .err()
+            .expect("no lists at all is an error");
+        assert!(err.to_string().contains("apt-get"), "{err}");
+
+        // Fetched two days ago: the refresh fails, the old lists are used and the
+        // reason is kept for the caller to show.
+        let stamp = cache
+            .path()
+            .join(format!("apt/amd64-{SUITE}/lists/.updated"));
+        std::fs::write(&stamp, b"").expect("stamp");
+        let two_days_ago = std::time::SystemTime::now() - 2 * LISTS_MAX_AGE;
+        std::fs::File::options()
+            .write(true)
+            .open(&stamp)
+            .and_then(|f| f.set_modified(two_days_ago))
+            .expect("age the stamp");
+        let apt = Apt::with_source(cache.path(), "amd64", BROKEN_MIRROR, keyring)
+            .expect("stale lists are used");
+        assert!(apt.stale_lists().is_some_and(|why| why.contains("apt-get")));
+        // The stamp is not renewed: the next start tries again.
+        let age = std::fs::metadata(&stamp)
+            .and_then(|m| m.modified())
+            .expect("stamp");
+        assert_eq!(age, two_days_ago);
+    }
 }
