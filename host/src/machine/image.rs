@@ -10,15 +10,15 @@ use berth_platform::machine::GuestArch;
 /// Reads the ELF header and the program header table only: this runs at every
 /// machine start, on candidates that may be debug builds of hundreds of MB.
 fn is_static_elf(path: &Path) -> bool {
-    use std::os::unix::fs::FileExt;
+    use std::io::{Read, Seek, SeekFrom};
     const PT_INTERP: u32 = 3;
     /// An ELF64 program header entry.
     const PHENT64: usize = 56;
-    let Ok(file) = std::fs::File::open(path) else {
+    let Ok(mut file) = std::fs::File::open(path) else {
         return false;
     };
     let mut header = [0u8; 64];
-    if file.read_exact_at(&mut header, 0).is_err() || !header.starts_with(b"\x7fELF\x02") {
+    if file.read_exact(&mut header).is_err() || !header.starts_with(b"\x7fELF\x02") {
         return false;
     }
     let phoff = u64::from_le_bytes(header[0x20..0x28].try_into().unwrap_or_default());
@@ -28,7 +28,7 @@ fn is_static_elf(path: &Path) -> bool {
         return false;
     }
     let mut table = vec![0u8; phentsize * phnum];
-    if file.read_exact_at(&mut table, phoff).is_err() {
+    if file.seek(SeekFrom::Start(phoff)).is_err() || file.read_exact(&mut table).is_err() {
         return false;
     }
     table
