@@ -322,6 +322,48 @@ mod tests {
     }
 
     #[test]
+    fn the_kernel_package_is_resolved_once_per_lists() {
+        if !have_apt() {
+            eprintln!("skipping: no apt-get or Debian keyring here");
+            return;
+        }
+        let cache = tempfile::tempdir().expect("tempdir");
+        let state = cache.path().join(format!("apt/amd64-{SUITE}"));
+        std::fs::create_dir_all(state.join("lists")).expect("mkdir");
+        // Lists "fetched" just now (so no refresh runs), with nothing in them.
+        std::fs::write(state.join("lists/.updated"), b"").expect("stamp");
+        let apt = Apt::with_source(
+            cache.path(),
+            "amd64",
+            BROKEN_MIRROR,
+            Path::new(DEFAULT_KEYRING),
+        )
+        .expect("apt");
+        // apt-cache knows no kernel from empty lists: resolving asks it, and fails.
+        let err = fetch_kernel_deb(&apt).expect_err("empty lists");
+        assert!(err.to_string().contains("apt-cache"), "{err}");
+
+        // An answer remembered for these lists is used without asking apt-cache.
+        let deb = cache
+            .path()
+            .join("debs/amd64/linux-image-9.9.9-test_1_amd64.deb");
+        std::fs::write(&deb, b"").expect("deb");
+        let stamp_ns = std::fs::metadata(apt.lists_stamp())
+            .and_then(|m| m.modified())
+            .expect("stamp")
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_nanos();
+        let memo = state.join("kernel-package");
+        std::fs::write(&memo, format!("{stamp_ns} linux-image-9.9.9-test\n")).expect("memo");
+        assert_eq!(fetch_kernel_deb(&apt).expect("remembered"), deb);
+
+        // One remembered for other lists is not.
+        std::fs::write(&memo, format!("{} linux-image-9.9.9-test\n", stamp_ns + 1)).expect("memo");
+        assert!(fetch_kernel_deb(&apt).is_err());
+    }
+
+    #[test]
     fn lists_fetched_before_are_used_when_refreshing_fails() {
         if !have_apt() {
             eprintln!("skipping: no apt-get or Debian keyring here");
