@@ -162,6 +162,13 @@ impl Apt {
         self.state.join("lists/.updated")
     }
 
+    /// Which fetch of the lists is in use (the stamp's mtime in ns), if any.
+    fn lists_version(&self) -> Option<String> {
+        let fetched = std::fs::metadata(self.lists_stamp()).and_then(|m| m.modified());
+        let since_epoch = fetched.ok()?.duration_since(std::time::UNIX_EPOCH).ok()?;
+        Some(since_epoch.as_nanos().to_string())
+    }
+
     fn command(&self, program: &str) -> Command {
         let s = self.state.display();
         let mut cmd = Command::new(program);
@@ -251,11 +258,7 @@ pub fn fetch_kernel_deb(apt: &Apt) -> Result<PathBuf, GuestImageError> {
     // The metapackage names the versioned package. Asking apt-cache takes ~0.7 s, so
     // the answer is kept until the lists are fetched again.
     let memo = apt.state.join("kernel-package");
-    let lists_version = std::fs::metadata(apt.lists_stamp())
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_nanos().to_string());
+    let lists_version = apt.lists_version();
     let remembered = std::fs::read_to_string(&memo).ok().and_then(|text| {
         let (version, package) = text.trim().split_once(' ')?;
         (Some(version) == lists_version.as_deref() && package.starts_with("linux-image-"))
@@ -348,18 +351,13 @@ mod tests {
             .path()
             .join("debs/amd64/linux-image-9.9.9-test_1_amd64.deb");
         std::fs::write(&deb, b"").expect("deb");
-        let stamp_ns = std::fs::metadata(apt.lists_stamp())
-            .and_then(|m| m.modified())
-            .expect("stamp")
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("after 1970")
-            .as_nanos();
+        let version = apt.lists_version().expect("stamp");
         let memo = state.join("kernel-package");
-        std::fs::write(&memo, format!("{stamp_ns} linux-image-9.9.9-test\n")).expect("memo");
+        std::fs::write(&memo, format!("{version} linux-image-9.9.9-test\n")).expect("memo");
         assert_eq!(fetch_kernel_deb(&apt).expect("remembered"), deb);
 
         // One remembered for other lists is not.
-        std::fs::write(&memo, format!("{} linux-image-9.9.9-test\n", stamp_ns + 1)).expect("memo");
+        std::fs::write(&memo, format!("{version}1 linux-image-9.9.9-test\n")).expect("memo");
         assert!(fetch_kernel_deb(&apt).is_err());
     }
 

@@ -131,7 +131,7 @@ fn digest_inputs(inputs: &Inputs, memo: &mut DigestMemo) -> Result<String> {
     Ok(hex::encode(h.finalize()))
 }
 
-/// Builds (or finds in `cache`) the image for `inputs`.
+/// Builds (or finds in `cache`) the image for `inputs`, and prunes images unused since.
 pub fn build(inputs: &Inputs, cache: &Path) -> Result<GuestImage> {
     let root = cache.join("guest-image");
     let mut memo = DigestMemo::load(&root.join("input-digests"));
@@ -140,13 +140,18 @@ pub fn build(inputs: &Inputs, cache: &Path) -> Result<GuestImage> {
     let _ = memo.save();
     let dir = root.join(&key[..16]);
     let image = GuestImage::in_dir(dir.clone());
-    if image.kernel.is_file() && image.initrd.is_file() {
-        mark_used(&dir);
-        prune(&root, &dir, UNUSED_IMAGE_MAX_AGE);
-        return Ok(image);
+    if !(image.kernel.is_file() && image.initrd.is_file()) {
+        build_and_publish(inputs, &root, &key[..16], &image)?;
     }
-    std::fs::create_dir_all(&root).map_err(io("creating", &root))?;
-    let work = root.join(format!(".build-{}-{}", &key[..16], std::process::id()));
+    mark_used(&dir);
+    prune(&root, &dir, UNUSED_IMAGE_MAX_AGE);
+    Ok(image)
+}
+
+/// Builds `image` in a work directory under `root` and renames it into place.
+fn build_and_publish(inputs: &Inputs, root: &Path, key: &str, image: &GuestImage) -> Result<()> {
+    std::fs::create_dir_all(root).map_err(io("creating", root))?;
+    let work = root.join(format!(".build-{key}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
     let result = build_into(inputs, &work);
     if let Err(e) = result {
@@ -156,16 +161,15 @@ pub fn build(inputs: &Inputs, cache: &Path) -> Result<GuestImage> {
     // Publish atomically; a concurrent builder may have won the race.
     // Only the artefacts are kept: the unpacked package goes.
     let _ = std::fs::remove_dir_all(work.join("tree"));
+    let dir = root.join(key);
     match std::fs::rename(&work, &dir) {
-        Ok(()) => {}
+        Ok(()) => Ok(()),
         Err(_) if image.kernel.is_file() && image.initrd.is_file() => {
             let _ = std::fs::remove_dir_all(&work);
+            Ok(())
         }
-        Err(e) => return Err(io("publishing", &dir)(e)),
+        Err(e) => Err(io("publishing", &dir)(e)),
     }
-    mark_used(&dir);
-    prune(&root, &dir, UNUSED_IMAGE_MAX_AGE);
-    Ok(image)
 }
 
 /// Images unused for this long are removed from the cache (each is ~25 MB, and

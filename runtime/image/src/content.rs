@@ -1277,8 +1277,12 @@ impl Ingest {
 impl Drop for Ingest {
     fn drop(&mut self) {
         if !self.done && !self.poisoned {
-            // Keep every byte written for the next attempt.
+            // Keep every byte written for the next attempt; an ingest that got
+            // none (its download failed at once) leaves nothing behind.
             let _ = self.flush_buf();
+            if self.offset() == 0 {
+                let _ = remove_ingest_dir(&self.dir);
+            }
         }
     }
 }

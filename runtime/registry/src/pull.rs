@@ -645,12 +645,7 @@ fn write_ingest(
             }
         }
     }
-    // Abandoned: an ingest that got no byte (the request failed) is removed,
-    // so a failed or skipped download leaves nothing behind; otherwise
-    // dropping it flushes it, keeping the partial data for a resume.
-    if ingest.offset() == 0 {
-        ingest.discard()?;
-    }
+    // Abandoned: dropping the ingest flushes it, keeping the partial data.
     Ok(false)
 }
 
